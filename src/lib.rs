@@ -1,0 +1,24 @@
+//! qaloop runs a children's services Quality Assurance schedule: it assigns the work the schedule
+//! table says is due each period, exactly once, and keeps an append-only history of every change.
+//!
+//! # Layout
+//! - [`config`]: `qaloop.toml` and environment overrides.
+//! - [`clock`]: the clock, read once at the edge.
+//! - [`calendar`]: working days and bank holidays (pure).
+//! - [`schedule`]: activities, cadences, periods, due rules (pure).
+//! - [`org`]: staff, roles, line management, the staff CSV (pure).
+//! - [`engine`]: plan (pure) and reconcile (plan + store).
+//! - [`store`]: SQLite and PostgreSQL behind one type; the only module that writes SQL.
+//! - [`cli`]: the `qaloop` commands; [`daemon`]: `qaloop serve`.
+//!
+//! # Data flow
+//! settings → (schedule, calendar, staff) → `engine::plan(now)` → desired assignments →
+//! `store` inserts the missing ones under a unique key → history. Completion → store → triggered
+//! work in the same transaction.
+
+pub mod calendar;
+pub mod clock;
+pub mod config;
+pub mod org;
+pub mod problem;
+pub mod schedule;
