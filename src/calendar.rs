@@ -35,7 +35,9 @@ pub enum CalendarError {
     #[error("not a GOV.UK bank-holidays.json file: {0}")]
     Format(#[from] serde_json::Error),
     /// The requested division is not in the file.
-    #[error("division `{0}` is not in the file (GOV.UK uses england-and-wales, scotland, northern-ireland)")]
+    #[error(
+        "division `{0}` is not in the file (GOV.UK uses england-and-wales, scotland, northern-ireland)"
+    )]
     MissingDivision(String),
     /// An event date is not a valid `YYYY-MM-DD`.
     #[error("event `{title}` has an invalid date `{date}`")]
@@ -141,7 +143,9 @@ impl Calendar {
     pub fn last_working_day_on_or_before(&self, date: Date) -> Date {
         let mut day = date;
         while !self.is_working_day(day) {
-            day = day.yesterday().expect("dates far from the supported range's edges");
+            day = day
+                .yesterday()
+                .expect("dates far from the supported range's edges");
         }
         day
     }
@@ -151,7 +155,9 @@ impl Calendar {
         let mut remaining = n.max(1);
         let mut day = date;
         loop {
-            day = day.yesterday().expect("dates far from the supported range's edges");
+            day = day
+                .yesterday()
+                .expect("dates far from the supported range's edges");
             if self.is_working_day(day) {
                 remaining -= 1;
                 if remaining == 0 {
@@ -208,9 +214,15 @@ mod tests {
     #[test]
     fn the_first_day_counts_when_it_is_a_working_day() {
         let cal = england();
-        assert_eq!(cal.nth_working_day_from(date(2027, 6, 1), 1), date(2027, 6, 1));
+        assert_eq!(
+            cal.nth_working_day_from(date(2027, 6, 1), 1),
+            date(2027, 6, 1)
+        );
         // 1 May 2027 is a Saturday and 3 May the Early May bank holiday.
-        assert_eq!(cal.nth_working_day_from(date(2027, 5, 1), 1), date(2027, 5, 4));
+        assert_eq!(
+            cal.nth_working_day_from(date(2027, 5, 1), 1),
+            date(2027, 5, 4)
+        );
     }
 
     #[test]

@@ -185,28 +185,47 @@ impl Settings {
         if jiff::tz::TimeZone::get(&self.organisation.timezone).is_err() {
             problems.push(at(
                 "organisation.timezone",
-                format!("unknown time zone `{}` (use an IANA name such as Europe/London)", self.organisation.timezone),
+                format!(
+                    "unknown time zone `{}` (use an IANA name such as Europe/London)",
+                    self.organisation.timezone
+                ),
             ));
         }
         if !(1..=12).contains(&self.organisation.financial_year_start_month) {
-            problems.push(at("organisation.financial_year_start_month", "must be 1 to 12".into()));
+            problems.push(at(
+                "organisation.financial_year_start_month",
+                "must be 1 to 12".into(),
+            ));
         }
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            problems.push(at("database.url", "must start with sqlite: or postgres://".into()));
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            problems.push(at(
+                "database.url",
+                "must start with sqlite: or postgres://".into(),
+            ));
         }
         if self.database.max_connections == 0 {
             problems.push(at("database.max_connections", "must be at least 1".into()));
         }
         for time in &self.daemon.daily_at {
             if parse_hh_mm(time).is_none() {
-                problems.push(at("daemon.daily_at", format!("`{time}` is not a time (HH:MM)")));
+                problems.push(at(
+                    "daemon.daily_at",
+                    format!("`{time}` is not a time (HH:MM)"),
+                ));
             }
         }
-        if self.daemon.every_minutes > 0 && 60 % self.daemon.every_minutes != 0 && self.daemon.every_minutes % 60 != 0 {
+        if self.daemon.every_minutes > 0
+            && !60u32.is_multiple_of(self.daemon.every_minutes)
+            && !self.daemon.every_minutes.is_multiple_of(60)
+        {
             problems.push(at(
                 "daemon.every_minutes",
-                "must divide an hour (1, 2, 5, 10, 15, 20, 30) or be whole hours (60, 120, …)".into(),
+                "must divide an hour (1, 2, 5, 10, 15, 20, 30) or be whole hours (60, 120, …)"
+                    .into(),
             ));
         }
         problems
@@ -219,7 +238,11 @@ impl Settings {
 
     /// The daily reconcile times (validated at load).
     pub fn daily_times(&self) -> Vec<jiff::civil::Time> {
-        self.daemon.daily_at.iter().filter_map(|t| parse_hh_mm(t)).collect()
+        self.daemon
+            .daily_at
+            .iter()
+            .filter_map(|t| parse_hh_mm(t))
+            .collect()
     }
 }
 
@@ -234,7 +257,10 @@ pub fn parse_hh_mm(text: &str) -> Option<jiff::civil::Time> {
 
 /// Makes a relative SQLite path relative to the config file's folder, as every other path is.
 fn resolve_sqlite_url(url: &str, base: &Path) -> String {
-    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
         return url.to_owned();
     };
     let (path, query) = match rest.split_once('?') {
@@ -278,7 +304,10 @@ bank_holidays_file = "bank-holidays.json"
         let dir = tempfile::tempdir().unwrap();
         let s = Settings::load_with_env(&write(dir.path(), MINIMAL), []).unwrap();
         assert_eq!(s.organisation.staff_file, dir.path().join("staff.csv"));
-        assert_eq!(s.database.url, format!("sqlite://{}", dir.path().join("data/qaloop.db").display()));
+        assert_eq!(
+            s.database.url,
+            format!("sqlite://{}", dir.path().join("data/qaloop.db").display())
+        );
         assert_eq!(s.organisation.timezone, "Europe/London");
         assert_eq!(s.daemon.every_minutes, 60);
     }
@@ -286,7 +315,10 @@ bank_holidays_file = "bank-holidays.json"
     #[test]
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let env = [("QALOOP__DATABASE__URL".to_owned(), "postgres://db/qaloop".to_owned())];
+        let env = [(
+            "QALOOP__DATABASE__URL".to_owned(),
+            "postgres://db/qaloop".to_owned(),
+        )];
         let s = Settings::load_with_env(&write(dir.path(), MINIMAL), env).unwrap();
         assert_eq!(s.database.url, "postgres://db/qaloop");
     }
@@ -302,9 +334,13 @@ bank_holidays_file = "bank-holidays.json"
     #[test]
     fn bad_values_are_named_by_key() {
         let dir = tempfile::tempdir().unwrap();
-        let text = MINIMAL.replace("name = \"Test\"", "name = \"Test\"\ntimezone = \"Mars/Olympus\"")
-            + "[daemon]\ndaily_at = [\"7:30\"]\n";
-        let err = Settings::load_with_env(&write(dir.path(), &text), []).unwrap_err().to_string();
+        let text = MINIMAL.replace(
+            "name = \"Test\"",
+            "name = \"Test\"\ntimezone = \"Mars/Olympus\"",
+        ) + "[daemon]\ndaily_at = [\"7:30\"]\n";
+        let err = Settings::load_with_env(&write(dir.path(), &text), [])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("organisation.timezone"), "{err}");
         assert!(err.contains("daemon.daily_at"), "{err}");
     }

@@ -17,8 +17,15 @@
 //! work in the same transaction.
 
 pub mod calendar;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod inputs;
 pub mod org;
+pub mod pass;
 pub mod problem;
 pub mod schedule;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,7 @@
-fn main() {}
+//! `qaloop`: thin. Parse the command line, hand over to [`qaloop::cli::main`].
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    qaloop::cli::main(qaloop::cli::Cli::parse())
+}

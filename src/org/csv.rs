@@ -44,7 +44,11 @@ struct Row {
 /// Parses and validates the staff file's text against the schedule's roles.
 ///
 /// Rows are numbered as a spreadsheet shows them: the header is row 1.
-pub fn parse_staff(text: &str, file: &Path, schedule: &Schedule) -> Result<Vec<StaffRecord>, Problems> {
+pub fn parse_staff(
+    text: &str,
+    file: &Path,
+    schedule: &Schedule,
+) -> Result<Vec<StaffRecord>, Problems> {
     let mut problems = Problems::default();
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -57,7 +61,11 @@ pub fn parse_staff(text: &str, file: &Path, schedule: &Schedule) -> Result<Vec<S
                 .copied()
                 .filter(|h| !got.contains(h) && !matches!(*h, "chat_id" | "start_date"))
                 .collect();
-            let unknown: Vec<&str> = got.iter().copied().filter(|h| !HEADER.contains(h)).collect();
+            let unknown: Vec<&str> = got
+                .iter()
+                .copied()
+                .filter(|h| !HEADER.contains(h))
+                .collect();
             if !missing.is_empty() || !unknown.is_empty() {
                 return Err(Problem::new(
                     file,
@@ -72,7 +80,9 @@ pub fn parse_staff(text: &str, file: &Path, schedule: &Schedule) -> Result<Vec<S
                 .into());
             }
         }
-        Err(e) => return Err(Problem::new(file, "row 1", format!("unreadable header: {e}")).into()),
+        Err(e) => {
+            return Err(Problem::new(file, "row 1", format!("unreadable header: {e}")).into());
+        }
     }
 
     let mut records: Vec<(usize, StaffRecord)> = Vec::new();
@@ -88,21 +98,38 @@ pub fn parse_staff(text: &str, file: &Path, schedule: &Schedule) -> Result<Vec<S
         };
         if row.staff_id.is_empty() {
             problems.push(Problem::new(file, at("staff_id"), "empty"));
-        } else if !row.staff_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || row.staff_id.starts_with("role:") {
+        } else if !row
+            .staff_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || row.staff_id.starts_with("role:")
+        {
             problems.push(Problem::new(
                 file,
                 at("staff_id"),
-                format!("`{}` must be letters, digits, `-`, `_` or `.`", row.staff_id),
+                format!(
+                    "`{}` must be letters, digits, `-`, `_` or `.`",
+                    row.staff_id
+                ),
             ));
         }
         if row.name.is_empty() {
             problems.push(Problem::new(file, at("name"), "empty"));
         }
         if !valid_email(&row.email) {
-            problems.push(Problem::new(file, at("email"), format!("`{}` is not an email address", row.email)));
+            problems.push(Problem::new(
+                file,
+                at("email"),
+                format!("`{}` is not an email address", row.email),
+            ));
         }
         let mut roles = BTreeSet::new();
-        for role in row.roles.split(';').map(str::trim).filter(|r| !r.is_empty()) {
+        for role in row
+            .roles
+            .split(';')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
             if schedule.roles.contains(role) {
                 roles.insert(role.to_owned());
             } else {
@@ -167,9 +194,11 @@ pub fn parse_staff(text: &str, file: &Path, schedule: &Schedule) -> Result<Vec<S
     for (row_no, r) in &records {
         let at = format!("row {row_no}, column line_manager_id");
         match &r.line_manager_id {
-            Some(m) if m == &r.staff_id => {
-                problems.push(Problem::new(file, at, "a person cannot be their own line manager"))
-            }
+            Some(m) if m == &r.staff_id => problems.push(Problem::new(
+                file,
+                at,
+                "a person cannot be their own line manager",
+            )),
             Some(m) if !first_row.contains_key(m.as_str()) => problems.push(Problem::new(
                 file,
                 at,
@@ -187,7 +216,10 @@ pub fn parse_staff(text: &str, file: &Path, schedule: &Schedule) -> Result<Vec<S
                     problems.push(Problem::new(
                         file,
                         at,
-                        format!("empty, but a {} must have a line manager", needs.join(" and ")),
+                        format!(
+                            "empty, but a {} must have a line manager",
+                            needs.join(" and ")
+                        ),
                     ));
                 }
             }
@@ -196,7 +228,11 @@ pub fn parse_staff(text: &str, file: &Path, schedule: &Schedule) -> Result<Vec<S
     // Cycles: follow each chain; a chain that revisits a person loops.
     let manager: HashMap<&str, &str> = records
         .iter()
-        .filter_map(|(_, r)| r.line_manager_id.as_deref().map(|m| (r.staff_id.as_str(), m)))
+        .filter_map(|(_, r)| {
+            r.line_manager_id
+                .as_deref()
+                .map(|m| (r.staff_id.as_str(), m))
+        })
         .collect();
     let mut reported: HashSet<&str> = HashSet::new();
     for (row_no, r) in &records {
@@ -230,7 +266,11 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 fn join(roles: &BTreeSet<String>) -> String {
-    roles.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+    roles
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A deliberately plain check: one `@`, a non-empty local part, a dotted domain, no spaces.
@@ -244,7 +284,9 @@ fn valid_email(email: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !email.chars().any(|c| c.is_whitespace() || c == ',' || c == ';')
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c == ',' || c == ';')
 }
 
 #[cfg(test)]
@@ -252,15 +294,24 @@ mod tests {
     use super::*;
 
     fn schedule() -> Schedule {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/schedule.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/schedule.toml"))
+                .unwrap();
         Schedule::parse(&text, Path::new("schedule.toml")).unwrap()
     }
 
     #[test]
     fn the_example_staff_file_is_valid() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example-staff.csv")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/example-staff.csv"
+        ))
+        .unwrap();
         let staff = parse_staff(&text, Path::new("example-staff.csv"), &schedule()).unwrap();
-        let tms = staff.iter().filter(|s| s.roles.contains("team_manager")).count();
+        let tms = staff
+            .iter()
+            .filter(|s| s.roles.contains("team_manager"))
+            .count();
         assert!((30..=40).contains(&tms), "{tms} team managers");
     }
 

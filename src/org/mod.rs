@@ -49,7 +49,8 @@ pub struct Person {
 impl Person {
     /// Whether they were active at the start of `day`: started on or before it, not yet left.
     pub fn active_on(&self, day: Date) -> bool {
-        self.active_from.is_none_or(|from| from <= day) && self.left_on.is_none_or(|left| left > day)
+        self.active_from.is_none_or(|from| from <= day)
+            && self.left_on.is_none_or(|left| left > day)
     }
 
     /// Whether they are still with the organisation (not a leaver).
@@ -126,7 +127,11 @@ impl Org {
             else {
                 break;
             };
-            if next.record.staff_id == id || chain.iter().any(|p: &&Person| p.record.staff_id == next.record.staff_id) {
+            if next.record.staff_id == id
+                || chain
+                    .iter()
+                    .any(|p: &&Person| p.record.staff_id == next.record.staff_id)
+            {
                 break;
             }
             chain.push(next);

@@ -109,7 +109,11 @@ mod tests {
     }
 
     fn month(y: i16, m: i8) -> Period {
-        Period::containing(Cadence::Monthly, FinancialYear::starting_in(4).unwrap(), date(y, m, 1))
+        Period::containing(
+            Cadence::Monthly,
+            FinancialYear::starting_in(4).unwrap(),
+            date(y, m, 1),
+        )
     }
 
     #[test]
@@ -149,7 +153,8 @@ mod tests {
     fn working_days_after_period_end_counts_from_the_next_day() {
         // December 2026 ends Thu 31; 1 Jan holiday; 4..8, 11..15 → 10th is Fri 15 Jan.
         assert_eq!(
-            DueRule::WorkingDaysAfterPeriodEnd { n: 10 }.due_for_period(&month(2026, 12), &england()),
+            DueRule::WorkingDaysAfterPeriodEnd { n: 10 }
+                .due_for_period(&month(2026, 12), &england()),
             date(2027, 1, 15)
         );
         // March 2027 ends Wed 31; Easter 2027 is early (26 and 29 March), so April is clear:
@@ -163,7 +168,8 @@ mod tests {
     #[test]
     fn trigger_rule_matches_the_issue_example() {
         assert_eq!(
-            DueRule::WorkingDaysAfterTrigger { n: 10 }.due_after_trigger(date(2026, 12, 21), &england()),
+            DueRule::WorkingDaysAfterTrigger { n: 10 }
+                .due_after_trigger(date(2026, 12, 21), &england()),
             date(2027, 1, 7)
         );
     }

@@ -215,7 +215,10 @@ impl Schedule {
                 problems.push(Problem::new(
                     file,
                     at("owner_role"),
-                    format!("unknown role `{}`: add it to `roles` or fix the spelling", a.owner_role),
+                    format!(
+                        "unknown role `{}`: add it to `roles` or fix the spelling",
+                        a.owner_role
+                    ),
                 ));
             }
             match (&a.triggered_by, a.cadence, a.fan_out) {
@@ -254,10 +257,14 @@ impl Schedule {
                 )),
                 _ => {}
             }
-            if let Some(n) = a.due.count() {
-                if !(1..=60).contains(&n) {
-                    problems.push(Problem::new(file, at("due.n"), "n must be between 1 and 60"));
-                }
+            if let Some(n) = a.due.count()
+                && !(1..=60).contains(&n)
+            {
+                problems.push(Problem::new(
+                    file,
+                    at("due.n"),
+                    "n must be between 1 and 60",
+                ));
             }
             let notify = match a.notify {
                 None => raw.defaults.notify.clone(),
@@ -293,13 +300,18 @@ impl Schedule {
                     Some(t) if t.triggered_by.is_some() => problems.push(Problem::new(
                         file,
                         format!("activity[{index}] ({}).triggered_by", a.id),
-                        format!("`{trigger}` is itself triggered: chains of triggers are not supported"),
+                        format!(
+                            "`{trigger}` is itself triggered: chains of triggers are not supported"
+                        ),
                     )),
                     Some(_) => {}
                 }
             }
         }
-        match activities.iter().find(|a| a.id == raw.digest.before_activity) {
+        match activities
+            .iter()
+            .find(|a| a.id == raw.digest.before_activity)
+        {
             None => problems.push(Problem::new(
                 file,
                 "digest.before_activity",
@@ -313,7 +325,11 @@ impl Schedule {
             Some(_) => {}
         }
         if activities.is_empty() {
-            problems.push(Problem::new(file, "activity", "the schedule has no activities"));
+            problems.push(Problem::new(
+                file,
+                "activity",
+                "the schedule has no activities",
+            ));
         }
         problems.into_result(Schedule {
             roles,
@@ -345,7 +361,10 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// Applies an activity's `notify` overrides on top of the schedule's defaults.
-fn merge_notify(defaults: &NotifySettings, overrides: toml::Table) -> Result<NotifySettings, String> {
+fn merge_notify(
+    defaults: &NotifySettings,
+    overrides: toml::Table,
+) -> Result<NotifySettings, String> {
     let mut base = toml::Table::try_from(defaults).map_err(|e| e.to_string())?;
     base.extend(overrides);
     toml::Value::Table(base)
@@ -361,7 +380,9 @@ fn validate_notify(n: &NotifySettings, key: &str, file: &Path, problems: &mut Pr
             "each reminder is 1 to 60 working days before the due date",
         ));
     }
-    if n.escalate_after > 0 && n.escalate_again_after > 0 && n.escalate_again_after <= n.escalate_after
+    if n.escalate_after > 0
+        && n.escalate_again_after > 0
+        && n.escalate_again_after <= n.escalate_after
     {
         problems.push(Problem::new(
             file,
@@ -388,11 +409,22 @@ mod tests {
         let s = Schedule::parse(&shipped(), Path::new("schedule.toml")).unwrap();
         let ids: Vec<&str> = s.activities.iter().map(|a| a.id.as_str()).collect();
         for id in [
-            "performance-data", "file-audit", "audit-moderation", "direct-observation",
-            "observation-findings-report", "locality-overview-report", "service-themes-report",
-            "complaints-report", "siu-participation-report", "closing-the-loop-review",
-            "practitioner-forum", "supervision-audit", "service-observation",
-            "supervision-findings-report", "dip-sampling", "private-fostering-review",
+            "performance-data",
+            "file-audit",
+            "audit-moderation",
+            "direct-observation",
+            "observation-findings-report",
+            "locality-overview-report",
+            "service-themes-report",
+            "complaints-report",
+            "siu-participation-report",
+            "closing-the-loop-review",
+            "practitioner-forum",
+            "supervision-audit",
+            "service-observation",
+            "supervision-findings-report",
+            "dip-sampling",
+            "private-fostering-review",
         ] {
             assert!(ids.contains(&id), "missing {id}");
         }
@@ -424,9 +456,17 @@ notify = { escalate_after = 5, escalate_again_after = 4 }
 "#;
         let problems = Schedule::parse(text, Path::new("s.toml")).unwrap_err();
         let text = problems.to_string();
-        assert!(text.contains("activity[0] (a).owner_role: unknown role `team_managr`"), "{text}");
+        assert!(
+            text.contains("activity[0] (a).owner_role: unknown role `team_managr`"),
+            "{text}"
+        );
         assert!(text.contains("activity[0] (a).due"), "{text}");
-        assert!(text.contains("activity[1] (closing-the-loop-review).triggered_by: no activity has id `nope`"), "{text}");
+        assert!(
+            text.contains(
+                "activity[1] (closing-the-loop-review).triggered_by: no activity has id `nope`"
+            ),
+            "{text}"
+        );
         assert!(text.contains("due.n"), "{text}");
         assert!(text.contains("notify.escalate_again_after"), "{text}");
     }

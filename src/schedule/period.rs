@@ -156,8 +156,8 @@ impl Period {
     pub fn label(&self) -> String {
         let fy = self.financial_year();
         let fy_label = fy.label(self.start);
-        let months_into_year = (i32::from(self.start.month()) - i32::from(self.fy_start_month))
-            .rem_euclid(12);
+        let months_into_year =
+            (i32::from(self.start.month()) - i32::from(self.fy_start_month)).rem_euclid(12);
         match self.cadence {
             Cadence::Monthly => format!("{}-{:02}", self.start.year(), self.start.month()),
             Cadence::Bimonthly => format!("{fy_label} B{}", months_into_year / 2 + 1),
@@ -213,7 +213,10 @@ mod tests {
         assert_eq!((b.start, b.end), (date(2027, 2, 1), date(2027, 3, 31)));
         assert_eq!(b.label(), "2026-27 B6");
         let b1 = Period::containing(Cadence::Bimonthly, april(), date(2027, 4, 1));
-        assert_eq!((b1.start, b1.end, b1.label().as_str()), (date(2027, 4, 1), date(2027, 5, 31), "2027-28 B1"));
+        assert_eq!(
+            (b1.start, b1.end, b1.label().as_str()),
+            (date(2027, 4, 1), date(2027, 5, 31), "2027-28 B1")
+        );
     }
 
     #[test]
@@ -221,7 +224,10 @@ mod tests {
         let m = Period::containing(Cadence::Monthly, april(), date(2028, 2, 10));
         assert_eq!((m.end, m.label().as_str()), (date(2028, 2, 29), "2028-02"));
         let y = Period::containing(Cadence::Annually, april(), date(2027, 3, 31));
-        assert_eq!((y.start, y.end, y.label().as_str()), (date(2026, 4, 1), date(2027, 3, 31), "2026-27"));
+        assert_eq!(
+            (y.start, y.end, y.label().as_str()),
+            (date(2026, 4, 1), date(2027, 3, 31), "2026-27")
+        );
     }
 
     proptest! {

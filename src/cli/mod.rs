@@ -1,0 +1,631 @@
+//! The `qaloop` command line. Each command reads the clock once (`--now`, default the real
+//! clock) and passes it inward; exit codes follow sysexits.
+
+pub mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+use jiff::civil::Date;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{LogFormat, Settings, resolve_path};
+use crate::engine::plan::{plan_window, role_assignee};
+use crate::engine::{CompleteError, Context, complete, import_staff};
+use crate::inputs::{load_context, load_staff, warnings};
+use crate::org::{Org, Person};
+use crate::problem::Problems;
+use crate::store::{AssignmentFilter, Status, Store};
+use output::{AssignmentView, Format, PlanView, print};
+
+/// Exit codes (sysexits.h).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Anything else went wrong.
+    pub const FAILURE: u8 = 1;
+    /// Bad command line (clap uses it too).
+    pub const USAGE: u8 = 2;
+    /// Bad input data: a staff file, an unknown staff id.
+    pub const DATAERR: u8 = 65;
+    /// Not allowed: completing someone else's work.
+    pub const NOPERM: u8 = 77;
+    /// Bad configuration: settings, schedule, calendar, templates.
+    pub const CONFIG: u8 = 78;
+}
+
+/// qaloop: runs the QA schedule of a children's services department.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: $QALOOP_CONFIG, else /etc/qaloop/qaloop.toml].
+    #[arg(long, global = true, env = "QALOOP_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate config, schedule, calendar and staff file together; print a summary.
+    Check {
+        /// The moment "the next 12 months" starts from [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
+    /// Apply database migrations.
+    Migrate,
+    /// Staff list operations.
+    Staff {
+        /// What to do with staff.
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
+    /// Show what the schedule will assign in a window; writes nothing.
+    Plan {
+        /// First day (YYYY-MM-DD).
+        #[arg(long)]
+        from: Date,
+        /// Last day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: Date,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Run one pass: re-import the staff file if it changed, then create due assignments.
+    Tick {
+        /// The moment to run at [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
+    /// Assignment operations.
+    Assignments {
+        /// What to do with assignments.
+        #[command(subcommand)]
+        command: AssignmentsCommand,
+    },
+    /// Run the daemon.
+    Serve,
+}
+
+/// `qaloop staff …`
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Import HR's staff CSV: add, update, and mark missing people as leavers. All or nothing.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// The moment of the import [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
+}
+
+/// Which assignments to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFilter {
+    /// Not yet done.
+    Open,
+    /// Open and past due.
+    Overdue,
+    /// Completed.
+    Done,
+    /// Withdrawn.
+    Cancelled,
+    /// Everything.
+    All,
+}
+
+/// `qaloop assignments …`
+#[derive(Debug, Subcommand)]
+pub enum AssignmentsCommand {
+    /// List assignments.
+    List {
+        /// Which statuses.
+        #[arg(long, value_enum, default_value_t = StatusFilter::Open)]
+        status: StatusFilter,
+        /// Only work held by this person (including work owned by roles they hold).
+        #[arg(long, value_name = "STAFF_ID")]
+        person: Option<String>,
+        /// Only this activity.
+        #[arg(long, value_name = "ID")]
+        activity: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The moment overdue is judged at [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
+    /// Mark an assignment done.
+    Complete {
+        /// Assignment id.
+        id: i64,
+        /// Staff id of the person completing it.
+        #[arg(long, value_name = "STAFF_ID")]
+        by: String,
+        /// A short note (no case details or names).
+        #[arg(long)]
+        note: Option<String>,
+        /// The moment of completion [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
+    /// Move an open assignment to someone else (QA admins and managers above the assignee).
+    Reassign {
+        /// Assignment id.
+        id: i64,
+        /// Staff id of the new assignee.
+        #[arg(long, value_name = "STAFF_ID")]
+        to: String,
+        /// Staff id of the person making the change.
+        #[arg(long, value_name = "STAFF_ID")]
+        by: String,
+        /// The moment of the change [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
+    /// Withdraw an open assignment (QA admins only).
+    Cancel {
+        /// Assignment id.
+        id: i64,
+        /// Staff id of the person cancelling.
+        #[arg(long, value_name = "STAFF_ID")]
+        by: String,
+        /// Why (recorded in the history).
+        #[arg(long)]
+        reason: String,
+        /// The moment of the change [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
+    /// Show an assignment's history: every change, who and when.
+    History {
+        /// Assignment id.
+        id: i64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+/// A command's failure, carrying its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// sysexits code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    fn config(problems: Problems) -> Self {
+        Self::new(exit::CONFIG, problems.to_string())
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::new(exit::FAILURE, format!("{e:#}"))
+    }
+}
+
+impl From<crate::store::StoreError> for Failure {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::new(exit::FAILURE, e.to_string())
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn now_or_clock(now: Option<Timestamp>) -> Timestamp {
+    now.unwrap_or_else(|| SystemClock.now())
+}
+
+struct Loaded {
+    settings: Settings,
+    ctx: Context,
+}
+
+fn load(cli_config: Option<&std::path::Path>, default_level: &str) -> Result<Loaded, Failure> {
+    let path = resolve_path(cli_config);
+    let settings = Settings::load(&path).map_err(|p| {
+        crate::telemetry::init(LogFormat::Text, default_level);
+        Failure::config(p)
+    })?;
+    crate::telemetry::init(settings.daemon.log_format, default_level);
+    let ctx = load_context(&settings).map_err(Failure::config)?;
+    Ok(Loaded { settings, ctx })
+}
+
+async fn open_store(settings: &Settings) -> Result<Store, Failure> {
+    let store = Store::connect(&settings.database.url, settings.database.max_connections)
+        .await
+        .map_err(|e| Failure::new(exit::FAILURE, format!("opening database: {e}")))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| Failure::new(exit::FAILURE, format!("migrating database: {e}")))?;
+    Ok(store)
+}
+
+async fn run(cli: Cli) -> Outcome {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Check { now } => check(config, now_or_clock(now)),
+        Command::Migrate => {
+            let loaded = load(config, "warn")?;
+            let store = open_store(&loaded.settings).await?;
+            println!("migrations applied ({})", store.backend_name());
+            Ok(())
+        }
+        Command::Staff {
+            command: StaffCommand::Import { file, now },
+        } => staff_import(config, &file, now_or_clock(now)).await,
+        Command::Plan { from, to, format } => plan(config, from, to, format),
+        Command::Tick { now } => tick(config, now_or_clock(now)).await,
+        Command::Assignments { command } => assignments(config, command).await,
+        Command::Serve => {
+            let loaded = load(config, "info")?;
+            crate::daemon::serve(
+                loaded.settings,
+                loaded.ctx,
+                std::sync::Arc::new(SystemClock),
+                crate::daemon::shutdown_signal(),
+            )
+            .await
+            .map_err(|e| Failure::new(e.exit_code(), e.to_string()))
+        }
+    }
+}
+
+fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
+    let path = resolve_path(config);
+    crate::telemetry::init(LogFormat::Text, "warn");
+    let settings = Settings::load(&path).map_err(Failure::config)?;
+    let mut problems = Problems::default();
+    let ctx = load_context(&settings)
+        .map_err(|p| problems.0.extend(p.0))
+        .ok();
+    let staff = ctx.as_ref().and_then(|ctx| {
+        load_staff(&settings.organisation.staff_file, &ctx.schedule)
+            .map_err(|p| problems.0.extend(p.0))
+            .ok()
+    });
+    let (Some(ctx), Some(staff)) = (ctx, staff) else {
+        return Err(Failure::config(problems));
+    };
+    let today = ctx.today(now);
+    let horizon = today
+        .checked_add(jiff::Span::new().months(12))
+        .expect("in range");
+    let people: Vec<Person> = staff
+        .records
+        .iter()
+        .map(|r| Person {
+            record: r.clone(),
+            active_from: r.start_date,
+            left_on: None,
+        })
+        .collect();
+    let org = Org::new(people);
+    let planned = plan_window(&ctx, &org, today, horizon);
+    println!("configuration OK: {}", settings.source.display());
+    println!(
+        "organisation: {} ({})",
+        settings.organisation.name, settings.organisation.timezone
+    );
+    println!(
+        "schedule: {} activities ({})",
+        ctx.schedule.activities.len(),
+        settings.schedule.file.display()
+    );
+    println!(
+        "staff: {} people ({})",
+        staff.records.len(),
+        settings.organisation.staff_file.display()
+    );
+    for (role, count) in org.role_counts() {
+        println!("  {role:<24} {count}");
+    }
+    println!(
+        "next 12 months ({today} to {horizon}): {} assignments",
+        planned.len()
+    );
+    let mut per_activity = std::collections::BTreeMap::<&str, usize>::new();
+    for a in &planned {
+        *per_activity.entry(a.activity_id.as_str()).or_default() += 1;
+    }
+    for activity in &ctx.schedule.activities {
+        let count = per_activity.get(activity.id.as_str()).copied().unwrap_or(0);
+        let how = match activity.cadence {
+            Some(c) => c.as_str().to_owned(),
+            None => format!("after {}", activity.triggered_by.as_deref().unwrap_or("?")),
+        };
+        println!(
+            "  {:<30} {:>5}  {how}, due {}",
+            activity.id,
+            count,
+            activity.due.describe()
+        );
+    }
+    for warning in warnings(
+        &ctx,
+        &staff.records,
+        today,
+        horizon,
+        &settings.calendar.bank_holidays_file,
+    ) {
+        println!("warning: {warning}");
+    }
+    Ok(())
+}
+
+async fn staff_import(
+    config: Option<&std::path::Path>,
+    file: &std::path::Path,
+    now: Timestamp,
+) -> Outcome {
+    let loaded = load(config, "warn")?;
+    let staff = load_staff(file, &loaded.ctx.schedule)
+        .map_err(|p| Failure::new(exit::DATAERR, format!("{p}\nnothing was imported")))?;
+    let store = open_store(&loaded.settings).await?;
+    let today = loaded.ctx.today(now);
+    let report = import_staff(
+        &store,
+        &loaded.ctx,
+        &staff.records,
+        "system:staff-import",
+        today,
+        now,
+    )
+    .await?;
+    if file == loaded.settings.organisation.staff_file {
+        store
+            .set_meta(crate::pass::STAFF_DIGEST_KEY, &staff.digest)
+            .await?;
+    }
+    println!(
+        "imported {} people: {} joined, {} changed, {} left, {} rejoined, {} assignments reassigned",
+        staff.records.len(),
+        report.joined.len(),
+        report.changed.len(),
+        report.left.len(),
+        report.rejoined.len(),
+        report.reassigned.len()
+    );
+    for (id, from, to) in &report.reassigned {
+        println!("  assignment {id}: {from} -> {to}");
+    }
+    Ok(())
+}
+
+fn plan(config: Option<&std::path::Path>, from: Date, to: Date, format: Format) -> Outcome {
+    if to < from {
+        return Err(Failure::new(exit::USAGE, "--to is before --from"));
+    }
+    let loaded = load(config, "warn")?;
+    let staff = load_staff(
+        &loaded.settings.organisation.staff_file,
+        &loaded.ctx.schedule,
+    )
+    .map_err(|p| Failure::new(exit::DATAERR, p.to_string()))?;
+    let org = Org::new(staff.records.into_iter().map(|r| Person {
+        active_from: r.start_date,
+        record: r,
+        left_on: None,
+    }));
+    let rows: Vec<PlanView> = plan_window(&loaded.ctx, &org, from, to)
+        .iter()
+        .map(PlanView::from)
+        .collect();
+    print(
+        &rows,
+        format,
+        &[
+            "activity",
+            "period",
+            "period_start",
+            "period_end",
+            "assignee",
+            "due",
+        ],
+    )?;
+    Ok(())
+}
+
+async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
+    let loaded = load(config, "warn")?;
+    let store = open_store(&loaded.settings).await?;
+    let report = crate::pass::run_pass(&store, &loaded.settings, &loaded.ctx, now)
+        .await
+        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+    if let Some(problems) = &report.staff_problems {
+        eprintln!("staff file not imported (the current staff list stays):\n{problems}");
+    }
+    if let Some(staff) = &report.staff {
+        println!(
+            "staff: {} joined, {} changed, {} left, {} assignments reassigned",
+            staff.joined.len(),
+            staff.changed.len(),
+            staff.left.len(),
+            staff.reassigned.len()
+        );
+    }
+    let r = &report.reconcile;
+    println!(
+        "tick at {now}: created {} assignments ({} late)",
+        r.created, r.created_late
+    );
+    for (activity, period, count) in &r.periods {
+        println!("  {activity} {period}: {count}");
+    }
+    Ok(())
+}
+
+async fn assignments(config: Option<&std::path::Path>, command: AssignmentsCommand) -> Outcome {
+    let loaded = load(config, "warn")?;
+    let store = open_store(&loaded.settings).await?;
+    let ctx = &loaded.ctx;
+    match command {
+        AssignmentsCommand::List {
+            status,
+            person,
+            activity,
+            format,
+            now,
+        } => {
+            let today = ctx.today(now_or_clock(now));
+            let mut filter = AssignmentFilter {
+                activity_id: activity,
+                ..Default::default()
+            };
+            match status {
+                StatusFilter::Open => filter.statuses = vec![Status::Open],
+                StatusFilter::Overdue => filter.overdue_on = Some(today),
+                StatusFilter::Done => filter.statuses = vec![Status::Done],
+                StatusFilter::Cancelled => filter.statuses = vec![Status::Cancelled],
+                StatusFilter::All => {}
+            }
+            if let Some(person) = person {
+                let org = Org::new(store.people().await?);
+                let Some(p) = org.get(&person) else {
+                    return Err(Failure::new(
+                        exit::DATAERR,
+                        format!("no member of staff has id `{person}`"),
+                    ));
+                };
+                filter.assignees = std::iter::once(person.clone())
+                    .chain(p.record.roles.iter().map(|r| role_assignee(r)))
+                    .collect();
+            }
+            let rows: Vec<AssignmentView> = store
+                .assignments(&filter)
+                .await?
+                .iter()
+                .map(|a| AssignmentView::new(a, today))
+                .collect();
+            print(
+                &rows,
+                format,
+                &[
+                    "id", "activity", "period", "assignee", "subject", "due", "status", "overdue",
+                ],
+            )?;
+            Ok(())
+        }
+        AssignmentsCommand::Complete { id, by, note, now } => {
+            let now = now_or_clock(now);
+            match complete(&store, ctx, id, &by, note.as_deref(), now).await {
+                Ok((a, triggered)) => {
+                    println!(
+                        "assignment {} ({} {}) completed by {by}",
+                        a.id, a.activity_id, a.period_label
+                    );
+                    for t in triggered {
+                        println!("  created assignment {t}");
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    let code = match &e {
+                        CompleteError::NotAllowed { .. } => exit::NOPERM,
+                        CompleteError::UnknownPerson(_) => exit::DATAERR,
+                        _ => exit::FAILURE,
+                    };
+                    Err(Failure::new(code, e.to_string()))
+                }
+            }
+        }
+        AssignmentsCommand::Reassign { id, to, by, now } => {
+            let org = Org::new(store.people().await?);
+            let a = store.assignment(id).await?;
+            let allowed = org
+                .get(&by)
+                .is_some_and(|p| p.is_current() && p.holds(&ctx.schedule.admin_role))
+                || (!a.assignee.starts_with("role:") && org.is_above(&by, &a.assignee));
+            if !allowed {
+                return Err(Failure::new(
+                    exit::NOPERM,
+                    format!(
+                        "{by} may not reassign assignment {id}: only a QA admin or a manager above {}",
+                        a.assignee
+                    ),
+                ));
+            }
+            if org.get(&to).is_none_or(|p| !p.is_current()) {
+                return Err(Failure::new(
+                    exit::DATAERR,
+                    format!("`{to}` is not a current member of staff"),
+                ));
+            }
+            if store.reassign(id, &to, &by, now_or_clock(now)).await? {
+                println!("assignment {id} reassigned to {to}");
+                Ok(())
+            } else {
+                Err(Failure::new(
+                    exit::FAILURE,
+                    format!("assignment {id} is not open"),
+                ))
+            }
+        }
+        AssignmentsCommand::Cancel {
+            id,
+            by,
+            reason,
+            now,
+        } => {
+            let org = Org::new(store.people().await?);
+            if !org
+                .get(&by)
+                .is_some_and(|p| p.is_current() && p.holds(&ctx.schedule.admin_role))
+            {
+                return Err(Failure::new(
+                    exit::NOPERM,
+                    format!("{by} may not cancel assignments: only a QA admin may"),
+                ));
+            }
+            if store.cancel(id, &by, &reason, now_or_clock(now)).await? {
+                println!("assignment {id} cancelled");
+                Ok(())
+            } else {
+                Err(Failure::new(
+                    exit::FAILURE,
+                    format!("assignment {id} is not open (or does not exist)"),
+                ))
+            }
+        }
+        AssignmentsCommand::History { id, format } => {
+            store.assignment(id).await?;
+            let rows = store.history(id).await?;
+            print(&rows, format, &["at", "event", "actor", "detail"])?;
+            Ok(())
+        }
+    }
+}

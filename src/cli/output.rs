@@ -1,0 +1,156 @@
+//! Output formats for listings: an aligned table for people, JSON and CSV for programs.
+
+use jiff::civil::Date;
+use serde::Serialize;
+
+use crate::store::{Assignment, NewAssignment};
+
+/// How a listing is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// A JSON array of objects.
+    Json,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// An assignment as `assignments list` shows it; the JSON field names are a public interface.
+#[derive(Debug, Serialize)]
+pub struct AssignmentView {
+    /// Database id.
+    pub id: i64,
+    /// Activity id.
+    pub activity: String,
+    /// Period label.
+    pub period: String,
+    /// First day of the period (YYYY-MM-DD).
+    pub period_start: String,
+    /// Last day of the period.
+    pub period_end: String,
+    /// Staff id, or `role:NAME`.
+    pub assignee: String,
+    /// Staff id the work is about, or null.
+    pub subject: Option<String>,
+    /// Due date.
+    pub due: String,
+    /// open, done or cancelled.
+    pub status: String,
+    /// Open and past its due date at the judged moment.
+    pub overdue: bool,
+    /// Created after its period began.
+    pub created_late: bool,
+    /// RFC 3339 instant, or null.
+    pub completed_at: Option<String>,
+    /// Staff id, or null.
+    pub completed_by: Option<String>,
+}
+
+impl AssignmentView {
+    /// The view of `a`, judging overdue on local date `today`.
+    pub fn new(a: &Assignment, today: Date) -> Self {
+        Self {
+            id: a.id,
+            activity: a.activity_id.clone(),
+            period: a.period_label.clone(),
+            period_start: a.period_start.to_string(),
+            period_end: a.period_end.to_string(),
+            assignee: a.assignee.clone(),
+            subject: a.subject.clone(),
+            due: a.due.to_string(),
+            status: a.status.as_str().to_owned(),
+            overdue: a.is_overdue(today),
+            created_late: a.created_late,
+            completed_at: a.completed_at.map(|t| t.to_string()),
+            completed_by: a.completed_by.clone(),
+        }
+    }
+}
+
+/// A planned assignment as `qaloop plan` shows it.
+#[derive(Debug, Serialize)]
+pub struct PlanView {
+    /// Activity id.
+    pub activity: String,
+    /// Period label.
+    pub period: String,
+    /// First day of the period.
+    pub period_start: String,
+    /// Last day of the period.
+    pub period_end: String,
+    /// Staff id, or `role:NAME`.
+    pub assignee: String,
+    /// Due date.
+    pub due: String,
+}
+
+impl From<&NewAssignment> for PlanView {
+    fn from(a: &NewAssignment) -> Self {
+        Self {
+            activity: a.activity_id.clone(),
+            period: a.period_label.clone(),
+            period_start: a.period_start.to_string(),
+            period_end: a.period_end.to_string(),
+            assignee: a.assignee.clone(),
+            due: a.due.to_string(),
+        }
+    }
+}
+
+/// Prints `rows` in `format`; `columns` picks and orders the table columns from each row's JSON.
+pub fn print<T: Serialize>(rows: &[T], format: Format, columns: &[&str]) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout());
+            for row in rows {
+                w.serialize(row)?;
+            }
+            w.flush()?;
+        }
+        Format::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|row| {
+                    let value = serde_json::to_value(row).unwrap_or_default();
+                    columns
+                        .iter()
+                        .map(|c| match &value[*c] {
+                            serde_json::Value::Null => "-".to_owned(),
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect()
+                })
+                .collect();
+            let widths: Vec<usize> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    cells
+                        .iter()
+                        .map(|r| r[i].len())
+                        .max()
+                        .unwrap_or(0)
+                        .max(c.len())
+                })
+                .collect();
+            let line = |values: Vec<&str>| {
+                values
+                    .iter()
+                    .zip(&widths)
+                    .map(|(v, w)| format!("{v:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_owned()
+            };
+            println!("{}", line(columns.to_vec()));
+            for row in &cells {
+                println!("{}", line(row.iter().map(String::as_str).collect()));
+            }
+        }
+    }
+    Ok(())
+}

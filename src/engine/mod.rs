@@ -1,0 +1,42 @@
+//! The engine: turns the schedule and the staff list into assignments, exactly once.
+//!
+//! [`plan`] is pure; [`reconcile`], [`staff`] and [`complete`] are the imperative shell that
+//! reads the store, plans, and writes the difference.
+
+pub mod complete;
+pub mod plan;
+pub mod reconcile;
+pub mod staff;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+
+use crate::calendar::Calendar;
+use crate::schedule::{FinancialYear, Schedule};
+
+pub use complete::{CompleteError, complete};
+pub use reconcile::{ReconcileReport, reconcile};
+pub use staff::import_staff;
+
+/// Everything the engine needs besides the store and the clock: validated configuration.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The schedule table.
+    pub schedule: Schedule,
+    /// Working days.
+    pub calendar: Calendar,
+    /// The organisation's zone: periods open at 00:00 local time.
+    pub tz: TimeZone,
+    /// Financial-year alignment of periods.
+    pub fy: FinancialYear,
+    /// First day a new database creates work from (default: the periods containing first run).
+    pub start_date: Option<Date>,
+}
+
+impl Context {
+    /// The local civil date at `now`: what "today" means for periods and due dates.
+    pub fn today(&self, now: Timestamp) -> Date {
+        now.to_zoned(self.tz.clone()).date()
+    }
+}

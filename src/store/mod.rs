@@ -1,0 +1,792 @@
+//! Storage: SQLite (embedded default) and PostgreSQL behind one type.
+//!
+//! Each operation is written once: the [`on_pool!`] macro expands the same body for each backend,
+//! so the SQL text is shared (SQLite accepts `$1` placeholders) and only the migrations differ.
+//! Dates and instants are stored as text on both (see `migrations/`).
+//!
+//! **Invariant:** the only module that writes SQL. Every state change and its history rows
+//! commit in one transaction. SQL never calls `now()`: the caller's clock is a parameter, so a
+//! test can run a year.
+
+pub mod model;
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, PgPool, QueryBuilder, SqlitePool, Transaction};
+
+pub use model::*;
+
+use crate::org::{Person, StaffRecord};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Rows per multi-row INSERT: well under both backends' bind-parameter limits.
+const INSERT_CHUNK: usize = 1000;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database said no (or could not be reached).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value is not what qaloop writes (hand-edited data?).
+    #[error("corrupt value in column {column}: `{value}`")]
+    Corrupt {
+        /// Which column.
+        column: &'static str,
+        /// What it held.
+        value: String,
+    },
+    /// No assignment has that id.
+    #[error("no assignment has id {0}")]
+    NotFound(i64),
+}
+
+/// The database qaloop keeps its truth in.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same body against whichever pool the store has. The body is expanded once per
+/// backend, so it is type-checked against both.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Starting a write transaction: SQLite takes its single write lock up front (`BEGIN IMMEDIATE`)
+/// so two writers queue on `busy_timeout` instead of failing with `SQLITE_BUSY` at upgrade time.
+trait BeginWrite {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+#[derive(FromRow)]
+struct AssignmentRow {
+    id: i64,
+    activity_id: String,
+    period_label: String,
+    period_start: String,
+    period_end: String,
+    slot: String,
+    assignee: String,
+    subject: String,
+    trigger_id: Option<i64>,
+    due: String,
+    status: String,
+    created_at: String,
+    created_late: bool,
+    completed_at: Option<String>,
+    completed_by: Option<String>,
+    note: Option<String>,
+}
+
+const ASSIGNMENT_COLUMNS: &str = "id, activity_id, period_label, period_start, period_end, slot, \
+    assignee, subject, trigger_id, due, status, created_at, created_late, completed_at, \
+    completed_by, note";
+
+#[derive(FromRow)]
+struct StaffRow {
+    staff_id: String,
+    name: String,
+    email: String,
+    roles: String,
+    line_manager_id: Option<String>,
+    team: String,
+    service: String,
+    locality: String,
+    chat_id: Option<String>,
+    start_date: Option<String>,
+    active_from: Option<String>,
+    left_on: Option<String>,
+}
+
+fn date(column: &'static str, text: &str) -> Result<Date, StoreError> {
+    text.parse().map_err(|_| StoreError::Corrupt {
+        column,
+        value: text.to_owned(),
+    })
+}
+
+fn opt_date(column: &'static str, text: Option<&str>) -> Result<Option<Date>, StoreError> {
+    text.map(|t| date(column, t)).transpose()
+}
+
+fn instant(column: &'static str, text: &str) -> Result<Timestamp, StoreError> {
+    parse_instant(text).map_err(|_| StoreError::Corrupt {
+        column,
+        value: text.to_owned(),
+    })
+}
+
+impl TryFrom<AssignmentRow> for Assignment {
+    type Error = StoreError;
+    fn try_from(r: AssignmentRow) -> Result<Self, StoreError> {
+        Ok(Assignment {
+            id: r.id,
+            period_start: date("period_start", &r.period_start)?,
+            period_end: date("period_end", &r.period_end)?,
+            due: date("due", &r.due)?,
+            status: Status::parse(&r.status),
+            created_at: instant("created_at", &r.created_at)?,
+            completed_at: r
+                .completed_at
+                .as_deref()
+                .map(|t| instant("completed_at", t))
+                .transpose()?,
+            activity_id: r.activity_id,
+            period_label: r.period_label,
+            slot: r.slot,
+            assignee: r.assignee,
+            subject: (!r.subject.is_empty()).then_some(r.subject),
+            trigger_id: r.trigger_id,
+            created_late: r.created_late,
+            completed_by: r.completed_by,
+            note: r.note,
+        })
+    }
+}
+
+impl TryFrom<StaffRow> for Person {
+    type Error = StoreError;
+    fn try_from(r: StaffRow) -> Result<Self, StoreError> {
+        Ok(Person {
+            active_from: opt_date("active_from", r.active_from.as_deref())?,
+            left_on: opt_date("left_on", r.left_on.as_deref())?,
+            record: StaffRecord {
+                start_date: opt_date("start_date", r.start_date.as_deref())?,
+                staff_id: r.staff_id,
+                name: r.name,
+                email: r.email,
+                roles: r
+                    .roles
+                    .split(';')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                line_manager_id: r.line_manager_id,
+                team: r.team,
+                service: r.service,
+                locality: r.locality,
+                chat_id: r.chat_id,
+            },
+        })
+    }
+}
+
+/// A staff change the caller has worked out, for [`Store::sync_staff`] to apply.
+#[derive(Debug, Clone)]
+pub struct StaffChange {
+    /// The person's new state.
+    pub person: Person,
+    /// `joined`, `changed`, `left` or `rejoined`.
+    pub event: &'static str,
+    /// Names of the fields that changed (never their values).
+    pub detail: String,
+}
+
+/// An open assignment to move from a leaver, worked out by the caller.
+#[derive(Debug, Clone)]
+pub struct Reassignment {
+    /// The leaver.
+    pub from: String,
+    /// Who takes their open work.
+    pub to: String,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH`, created if missing, or `postgres://…`).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let backend = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            Backend::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .connect_with(options)
+                    .await?,
+            )
+        } else {
+            let options = PgConnectOptions::from_str(url)?;
+            Backend::Postgres(Self::pg_pool(options, max_connections).await?)
+        };
+        Ok(Store { backend })
+    }
+
+    /// Connects to PostgreSQL with explicit options (tests use a schema per test).
+    pub async fn connect_postgres(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(Self::pg_pool(options, max_connections).await?),
+        })
+    }
+
+    async fn pg_pool(options: PgConnectOptions, max: u32) -> Result<PgPool, sqlx::Error> {
+        PgPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+    }
+
+    /// `sqlite` or `postgres`, for logs and reports.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies any migrations not yet applied.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+
+    // ---- meta -----------------------------------------------------------------------------
+
+    /// A value from the `meta` table.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = $1")
+                .bind(key)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Sets a `meta` value.
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Stores `value` under `key` unless a value is already there; returns the stored value.
+    /// Two processes racing agree on one answer.
+    pub async fn meta_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(pool)
+            .await?;
+        });
+        Ok(self.meta(key).await?.unwrap_or_else(|| value.to_owned()))
+    }
+
+    // ---- staff ----------------------------------------------------------------------------
+
+    /// Everyone qaloop knows, current and past.
+    pub async fn people(&self) -> Result<Vec<Person>, StoreError> {
+        let rows: Vec<StaffRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT staff_id, name, email, roles, line_manager_id, team, service, locality, \
+                 chat_id, start_date, active_from, left_on FROM staff",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(Person::try_from).collect()
+    }
+
+    /// Applies staff changes and moves leavers' open work, all in one transaction.
+    pub async fn sync_staff(
+        &self,
+        changes: &[StaffChange],
+        reassignments: &[Reassignment],
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let at = format_instant(now);
+        let moved = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            for change in changes {
+                let p = &change.person;
+                let r = &p.record;
+                sqlx::query(
+                    "INSERT INTO staff (staff_id, name, email, roles, line_manager_id, team, service, \
+                     locality, chat_id, start_date, active_from, left_on, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                     ON CONFLICT (staff_id) DO UPDATE SET name = excluded.name, \
+                     email = excluded.email, roles = excluded.roles, \
+                     line_manager_id = excluded.line_manager_id, team = excluded.team, \
+                     service = excluded.service, locality = excluded.locality, \
+                     chat_id = excluded.chat_id, start_date = excluded.start_date, \
+                     active_from = excluded.active_from, left_on = excluded.left_on, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(&r.staff_id)
+                .bind(&r.name)
+                .bind(&r.email)
+                .bind(r.roles.iter().map(String::as_str).collect::<Vec<_>>().join(";"))
+                .bind(&r.line_manager_id)
+                .bind(&r.team)
+                .bind(&r.service)
+                .bind(&r.locality)
+                .bind(&r.chat_id)
+                .bind(r.start_date.map(|d| d.to_string()))
+                .bind(p.active_from.map(|d| d.to_string()))
+                .bind(p.left_on.map(|d| d.to_string()))
+                .bind(&at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO staff_history (staff_id, event, actor, at, detail) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&r.staff_id)
+                .bind(change.event)
+                .bind(actor)
+                .bind(&at)
+                .bind(&change.detail)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let mut moved = Vec::new();
+            for re in reassignments {
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE assignments SET assignee = $1 WHERE assignee = $2 AND status = 'open' \
+                     RETURNING id",
+                )
+                .bind(&re.to)
+                .bind(&re.from)
+                .fetch_all(&mut *tx)
+                .await?;
+                for id in ids {
+                    sqlx::query(
+                        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) \
+                         VALUES ($1, 'reassigned', $2, $3, $4)",
+                    )
+                    .bind(id)
+                    .bind(actor)
+                    .bind(&at)
+                    .bind(format!("from {} to {} (leaver)", re.from, re.to))
+                    .execute(&mut *tx)
+                    .await?;
+                    moved.push((id, re.from.clone(), re.to.clone()));
+                }
+            }
+            tx.commit().await?;
+            moved
+        });
+        Ok(moved)
+    }
+
+    // ---- reconcile ------------------------------------------------------------------------
+
+    /// The (activity, period start) pairs already materialised with a period start on or after
+    /// `from`: what a no-op reconcile reads, and all it reads.
+    pub async fn materialised_since(
+        &self,
+        from: Date,
+    ) -> Result<HashSet<(String, Date)>, StoreError> {
+        let rows: Vec<(String, String)> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT activity_id, period_start FROM period_runs WHERE period_start >= $1",
+            )
+            .bind(from.to_string())
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(a, d)| Ok((a, date("period_start", &d)?)))
+            .collect()
+    }
+
+    /// Creates the assignments of one (activity, period) that do not exist yet, their history,
+    /// and the marker that the period is done, in one transaction. Returns the ids created.
+    /// Rows that already exist (another process got there first) are skipped by the unique key.
+    pub async fn materialise(
+        &self,
+        activity_id: &str,
+        period_start: Date,
+        rows: &[NewAssignment],
+        created_late: bool,
+        now: Timestamp,
+    ) -> Result<Vec<i64>, StoreError> {
+        let at = format_instant(now);
+        let ids = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let ids =
+                insert_assignments(&mut tx, rows, created_late, "system:reconcile", &at).await?;
+            sqlx::query(
+                "INSERT INTO period_runs (activity_id, period_start, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (activity_id, period_start) DO NOTHING",
+            )
+            .bind(activity_id)
+            .bind(period_start.to_string())
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            ids
+        });
+        Ok(ids)
+    }
+
+    // ---- assignments ----------------------------------------------------------------------
+
+    /// One assignment.
+    pub async fn assignment(&self, id: i64) -> Result<Assignment, StoreError> {
+        let row: Option<AssignmentRow> = on_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
+        row.ok_or(StoreError::NotFound(id))?.try_into()
+    }
+
+    /// Assignments matching `filter`, oldest due first.
+    pub async fn assignments(
+        &self,
+        filter: &AssignmentFilter,
+    ) -> Result<Vec<Assignment>, StoreError> {
+        let rows: Vec<AssignmentRow> = on_pool!(self, |pool| {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE 1 = 1"
+            ));
+            if !filter.statuses.is_empty() {
+                qb.push(" AND status IN (");
+                let mut list = qb.separated(", ");
+                for s in &filter.statuses {
+                    list.push_bind(s.as_str());
+                }
+                qb.push(")");
+            }
+            if let Some(day) = filter.overdue_on {
+                qb.push(" AND status = 'open' AND due < ")
+                    .push_bind(day.to_string());
+            }
+            if !filter.assignees.is_empty() {
+                qb.push(" AND assignee IN (");
+                let mut list = qb.separated(", ");
+                for a in &filter.assignees {
+                    list.push_bind(a.clone());
+                }
+                qb.push(")");
+            }
+            if let Some(activity) = &filter.activity_id {
+                qb.push(" AND activity_id = ").push_bind(activity.clone());
+            }
+            qb.push(" ORDER BY due, id");
+            qb.build_query_as().fetch_all(pool).await?
+        });
+        rows.into_iter().map(Assignment::try_from).collect()
+    }
+
+    /// Completes an open assignment and creates the work it triggers, in one transaction.
+    pub async fn complete(
+        &self,
+        id: i64,
+        by: &str,
+        note: Option<&str>,
+        triggered: &[NewAssignment],
+        now: Timestamp,
+    ) -> Result<Completion, StoreError> {
+        let at = format_instant(now);
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let updated = sqlx::query(
+                "UPDATE assignments SET status = 'done', completed_at = $1, completed_by = $2, \
+                 note = $3 WHERE id = $4 AND status = 'open'",
+            )
+            .bind(&at)
+            .bind(by)
+            .bind(note)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM assignments WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                tx.rollback().await?;
+                return match status {
+                    None => Err(StoreError::NotFound(id)),
+                    Some(s) => Ok(Completion::NotOpen(Status::parse(&s))),
+                };
+            }
+            record(
+                &mut tx,
+                id,
+                "completed",
+                by,
+                &at,
+                note.map(|_| "with note").unwrap_or(""),
+            )
+            .await?;
+            let triggered = insert_assignments(&mut tx, triggered, false, by, &at).await?;
+            tx.commit().await?;
+            Ok(Completion::Completed { triggered })
+        })
+    }
+
+    /// Moves an open assignment to someone else.
+    pub async fn reassign(
+        &self,
+        id: i64,
+        to: &str,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let at = format_instant(now);
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let from: Option<String> = sqlx::query_scalar(
+                "SELECT assignee FROM assignments WHERE id = $1 AND status = 'open'",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(from) = from else {
+                tx.rollback().await?;
+                return Ok(false);
+            };
+            sqlx::query("UPDATE assignments SET assignee = $1 WHERE id = $2")
+                .bind(to)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            record(
+                &mut tx,
+                id,
+                "reassigned",
+                by,
+                &at,
+                &format!("from {from} to {to}"),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Withdraws an open assignment.
+    pub async fn cancel(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let at = format_instant(now);
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE assignments SET status = 'cancelled' WHERE id = $1 AND status = 'open'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            record(&mut tx, id, "cancelled", by, &at, reason).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// An assignment's history, oldest first.
+    pub async fn history(&self, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows: Vec<(i64, String, String, String, String)> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT assignment_id, event, actor, at, detail FROM assignment_history \
+                 WHERE assignment_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(assignment_id, event, actor, at, detail)| {
+                Ok(HistoryEntry {
+                    assignment_id,
+                    event,
+                    actor,
+                    at: instant("at", &at)?,
+                    detail,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts of assignments and history rows, for reports and tests.
+    pub async fn counts(&self) -> Result<(i64, i64), StoreError> {
+        Ok(on_pool!(self, |pool| {
+            let a: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM assignments")
+                .fetch_one(pool)
+                .await?;
+            let h: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM assignment_history")
+                .fetch_one(pool)
+                .await?;
+            (a, h)
+        }))
+    }
+}
+
+/// Appends one history row.
+async fn record<'c, DB>(
+    tx: &mut Transaction<'c, DB>,
+    id: i64,
+    event: &str,
+    actor: &str,
+    at: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(event.to_owned())
+    .bind(actor.to_owned())
+    .bind(at.to_owned())
+    .bind(detail.to_owned())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts assignments that do not exist yet (unique key: activity, period, slot, subject) in
+/// chunks, and a `created` history row for each one inserted. Returns the new ids.
+async fn insert_assignments<'c, DB>(
+    tx: &mut Transaction<'c, DB>,
+    rows: &[NewAssignment],
+    created_late: bool,
+    actor: &str,
+    at: &str,
+) -> Result<Vec<i64>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB> + sqlx::Decode<'a, DB>,
+    for<'a> Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB> + sqlx::Decode<'a, DB>,
+    for<'a> bool: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let mut ids = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut qb: QueryBuilder<DB> = QueryBuilder::new(
+            "INSERT INTO assignments (activity_id, period_label, period_start, period_end, slot, \
+             assignee, subject, trigger_id, due, status, created_at, created_late) ",
+        );
+        qb.push_values(chunk, |mut b, r| {
+            b.push_bind(r.activity_id.clone())
+                .push_bind(r.period_label.clone())
+                .push_bind(r.period_start.to_string())
+                .push_bind(r.period_end.to_string())
+                .push_bind(r.slot.clone())
+                .push_bind(r.assignee.clone())
+                .push_bind(r.subject.clone().unwrap_or_default())
+                .push_bind(r.trigger_id)
+                .push_bind(r.due.to_string())
+                .push_bind("open".to_owned())
+                .push_bind(at.to_owned())
+                .push_bind(created_late);
+        });
+        qb.push(
+            " ON CONFLICT (activity_id, period_start, slot, subject) DO NOTHING \
+             RETURNING id, slot, subject",
+        );
+        let inserted: Vec<(i64, String, String)> = qb.build_query_as().fetch_all(&mut **tx).await?;
+        if inserted.is_empty() {
+            continue;
+        }
+        let mut hq: QueryBuilder<DB> = QueryBuilder::new(
+            "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) ",
+        );
+        hq.push_values(&inserted, |mut b, (id, slot, subject)| {
+            let detail = chunk
+                .iter()
+                .find(|r| &r.slot == slot && r.subject.as_deref().unwrap_or("") == subject)
+                .and_then(|r| r.note.clone())
+                .unwrap_or_default();
+            b.push_bind(*id)
+                .push_bind("created".to_owned())
+                .push_bind(actor.to_owned())
+                .push_bind(at.to_owned())
+                .push_bind(detail);
+        });
+        hq.build().execute(&mut **tx).await?;
+        ids.extend(inserted.into_iter().map(|(id, _, _)| id));
+    }
+    Ok(ids)
+}
