@@ -23,6 +23,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod inputs;
+pub mod notify;
 pub mod org;
 pub mod pass;
 pub mod problem;
