@@ -1,0 +1,428 @@
+//! The `qaloop` binary as operators use it: exit codes, messages, output formats, the daemon.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::org::config_dir;
+
+/// A temp folder holding a copy of the shipped config with a SQLite database inside it.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "schedule.toml",
+            "bank-holidays.json",
+            "example-staff.csv",
+            "example.toml",
+        ] {
+            std::fs::copy(config_dir().join(file), dir.path().join(file)).unwrap();
+        }
+        std::fs::rename(
+            dir.path().join("example.toml"),
+            dir.path().join("qaloop.toml"),
+        )
+        .unwrap();
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn edit(&self, name: &str, f: impl FnOnce(String) -> String) {
+        let path = self.path(name);
+        std::fs::write(&path, f(std::fs::read_to_string(&path).unwrap())).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qaloop"));
+        cmd.arg("--config").arg(self.path("qaloop.toml")).args(args);
+        cmd.env_remove("QALOOP_CONFIG").env_remove("RUST_LOG");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn check_accepts_the_shipped_configuration_and_summarises_it() {
+    let s = Setup::new();
+
+    let out = s.run(&["check", "--now", "2027-05-10T09:00:00Z"]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("schedule: 16 activities"), "{text}");
+    assert!(text.contains("team_manager"), "{text}");
+    assert!(text.contains("next 12 months"), "{text}");
+}
+
+#[test]
+fn check_lists_every_problem_with_file_and_key_and_exits_78() {
+    let s = Setup::new();
+    s.edit("schedule.toml", |t| {
+        t.replacen(
+            "owner_role = \"team_manager\"",
+            "owner_role = \"team_manger\"",
+            1,
+        )
+        .replacen(
+            "due = { rule = \"nth_working_day\", n = 5 }",
+            "due = { rule = \"nth_working_day\", n = 0 }",
+            1,
+        )
+    });
+    s.edit("example-staff.csv", |t| {
+        t.replacen("@example-council.test", "-at-example", 1)
+    });
+
+    let out = s.run(&["check"]);
+
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "schedule.toml: activity[1] (file-audit).owner_role: unknown role `team_manger`"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("activity[0] (performance-data).due.n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_staff_file_problem_fails_check_with_its_row() {
+    let s = Setup::new();
+    s.edit("example-staff.csv", |t| {
+        t.replacen("@example-council.test", "-at-example", 1)
+    });
+
+    let out = s.run(&["check"]);
+
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("example-staff.csv: row 2, column email"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn unknown_config_keys_and_missing_files_are_config_errors() {
+    let s = Setup::new();
+    s.edit("qaloop.toml", |t| {
+        t.replace("every_minutes = 60", "every_minuts = 60")
+    });
+    let typo = s.run(&["check"]);
+    assert_eq!(typo.status.code(), Some(78));
+    assert!(stderr(&typo).contains("every_minuts"), "{}", stderr(&typo));
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_qaloop"))
+        .args(["--config", "/nonexistent/qaloop.toml", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(78));
+    assert!(stderr(&missing).contains("/nonexistent/qaloop.toml"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let s = Setup::new();
+    assert_eq!(
+        s.run(&["plan", "--from", "yesterday"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(s.run(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_bad_staff_import_changes_nothing_and_exits_65() {
+    let s = Setup::new();
+    assert!(
+        s.run(&[
+            "staff",
+            "import",
+            s.path("example-staff.csv").to_str().unwrap(),
+            "--now",
+            "2027-05-10T09:00:00Z"
+        ])
+        .status
+        .success()
+    );
+    let bad = s.path("bad.csv");
+    let good = std::fs::read_to_string(s.path("example-staff.csv")).unwrap();
+    // Drop one person (would make them a leaver) and break another row.
+    let mut lines: Vec<&str> = good.lines().collect();
+    lines.remove(5);
+    let broken = lines[7].replacen(",S0", ",S9", 1);
+    lines[7] = &broken;
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+
+    let out = s.run(&[
+        "staff",
+        "import",
+        bad.to_str().unwrap(),
+        "--now",
+        "2027-05-11T09:00:00Z",
+    ]);
+
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown line manager"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("nothing was imported"));
+    let again = s.run(&[
+        "staff",
+        "import",
+        s.path("example-staff.csv").to_str().unwrap(),
+        "--now",
+        "2027-05-12T09:00:00Z",
+    ]);
+    assert!(
+        stdout(&again).contains("0 joined, 0 changed, 0 left"),
+        "{}",
+        stdout(&again)
+    );
+}
+
+#[test]
+fn tick_assignments_and_completion_from_the_command_line() {
+    let s = Setup::new();
+
+    let tick = s.run(&["tick", "--now", "2027-05-04T07:30:00Z"]);
+    assert!(tick.status.success(), "{}", stderr(&tick));
+    assert!(
+        stdout(&tick).contains("file-audit 2027-05: 36"),
+        "{}",
+        stdout(&tick)
+    );
+    let again = s.run(&["tick", "--now", "2027-05-04T08:30:00Z"]);
+    assert!(stdout(&again).contains("created 0 assignments"));
+
+    let list = s.run(&[
+        "assignments",
+        "list",
+        "--activity",
+        "file-audit",
+        "--format",
+        "json",
+        "--now",
+        "2027-06-01T09:00:00Z",
+    ]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows.len(), 36);
+    let first = &rows[0];
+    for key in [
+        "id",
+        "activity",
+        "period",
+        "period_start",
+        "period_end",
+        "assignee",
+        "subject",
+        "due",
+        "status",
+        "overdue",
+        "created_late",
+        "completed_at",
+        "completed_by",
+    ] {
+        assert!(first.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(first["period"], "2027-05");
+    assert_eq!(first["due"], "2027-05-28");
+    assert_eq!(first["overdue"], true);
+    assert_eq!(first["created_late"], true);
+    let id = first["id"].as_i64().unwrap().to_string();
+    let assignee = first["assignee"].as_str().unwrap().to_owned();
+
+    let refused = s.run(&[
+        "assignments",
+        "complete",
+        &id,
+        "--by",
+        "S0100",
+        "--now",
+        "2027-05-20T10:00:00Z",
+    ]);
+    assert_eq!(refused.status.code(), Some(77), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("may not complete"));
+
+    let done = s.run(&[
+        "assignments",
+        "complete",
+        &id,
+        "--by",
+        &assignee,
+        "--now",
+        "2027-05-20T10:00:00Z",
+    ]);
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert!(
+        stdout(&done).contains("created assignment"),
+        "moderation created: {}",
+        stdout(&done)
+    );
+
+    let csv = s.run(&["assignments", "list", "--status", "done", "--format", "csv"]);
+    let text = stdout(&csv);
+    assert!(text.starts_with("id,activity,period,"), "{text}");
+    assert_eq!(text.lines().count(), 2);
+
+    let history = s.run(&["assignments", "history", &id, "--format", "json"]);
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1]["event"], "completed");
+    assert_eq!(events[1]["actor"], assignee.as_str());
+
+    let overdue = s.run(&[
+        "assignments",
+        "list",
+        "--status",
+        "overdue",
+        "--person",
+        &assignee,
+        "--format",
+        "json",
+        "--now",
+        "2027-06-01T09:00:00Z",
+    ]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&overdue.stdout).unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r["overdue"] == true && r["assignee"] == assignee.as_str())
+    );
+    assert!(rows.iter().any(|r| r["activity"] == "direct-observation"));
+}
+
+#[test]
+fn plan_writes_nothing_and_prints_json() {
+    let s = Setup::new();
+
+    let out = s.run(&[
+        "plan",
+        "--from",
+        "2027-04-01",
+        "--to",
+        "2027-06-30",
+        "--format",
+        "json",
+    ]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let audits = rows
+        .iter()
+        .filter(|r| r["activity"] == "file-audit")
+        .count();
+    assert_eq!(audits, 36 * 3);
+    let q1 = rows
+        .iter()
+        .find(|r| r["activity"] == "supervision-audit")
+        .unwrap();
+    assert_eq!(q1["period"], "2027-28 Q1");
+    assert_eq!(q1["due"], "2027-06-30");
+    assert!(
+        !s.path("qaloop-example.db").exists(),
+        "plan must not create the database"
+    );
+}
+
+#[test]
+fn environment_overrides_the_database_url() {
+    let s = Setup::new();
+    let elsewhere = s.path("elsewhere.db");
+
+    let out = s
+        .command(&["tick", "--now", "2027-05-04T07:30:00Z"])
+        .env(
+            "QALOOP__DATABASE__URL",
+            format!("sqlite://{}", elsewhere.display()),
+        )
+        .output()
+        .unwrap();
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(elsewhere.exists());
+    assert!(!s.path("qaloop-example.db").exists());
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn db_has_assignments(path: &Path) -> bool {
+    let Ok(out) = Command::new(env!("CARGO_BIN_EXE_qaloop"))
+        .arg("--config")
+        .arg(path)
+        .args(["assignments", "list", "--status", "all", "--format", "json"])
+        .output()
+    else {
+        return false;
+    };
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).is_ok_and(|rows| !rows.is_empty())
+}
+
+#[test]
+fn serve_catches_up_at_start_refuses_a_second_copy_and_stops_on_sigterm() {
+    let s = Setup::new();
+    let mut daemon = s
+        .command(&["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the start-up pass", Duration::from_secs(30), || {
+        db_has_assignments(&s.path("qaloop.toml"))
+    });
+
+    let second = s.run(&["serve"]);
+    assert_eq!(second.status.code(), Some(75), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("already using"),
+        "{}",
+        stderr(&second)
+    );
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "serve exit status {status:?}");
+}
