@@ -9,9 +9,11 @@
 //! and only the dispatcher calls channels.
 
 pub mod chat;
+pub mod context;
 pub mod email;
 pub mod message;
 pub mod settings;
+pub mod templates;
 
 pub use message::{CalendarEvent, Channel, DeliverFuture, DeliveryError, Kind, Message, Recipient};
 pub use settings::{ChannelSettings, Secret};

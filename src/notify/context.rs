@@ -1,0 +1,111 @@
+//! The data a notification template sees. Deliberately minimal: ids, activity titles, periods,
+//! dates and links — never case details or children's names, and no staff names either (the
+//! recipient knows who they are; the staff id is enough to tell people apart in a digest).
+
+use serde::{Deserialize, Serialize};
+
+use super::Kind;
+
+/// Everything a template can use. One shape for every kind; fields a kind does not need are
+/// empty, so a template can be switched from one kind to another without surprises.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateContext {
+    /// The kind, as its snake_case name (`reminder`).
+    pub kind: String,
+    /// The organisation's name from `qaloop.toml`.
+    pub organisation: String,
+    /// The configured base URL of qaloop's pages, without a trailing slash.
+    pub base_url: String,
+    /// The recipient's staff id (or the channel name for a channel post).
+    pub recipient: String,
+    /// The local date the notification was decided on (YYYY-MM-DD).
+    pub today: String,
+    /// The work the notification is about: one item for single notices, many for digests.
+    pub items: Vec<Item>,
+    /// Escalations: whose overdue work it is (staff id).
+    pub about: Option<String>,
+    /// Escalations: 1 for the line manager, 2 for the next manager up.
+    pub level: Option<u8>,
+    /// The senior-leadership digest: overdue work grouped by service, then team.
+    pub groups: Vec<Group>,
+    /// The senior-leadership digest: overdue items now.
+    pub total: Option<u32>,
+    /// The senior-leadership digest: overdue items at the previous digest (None for the first).
+    pub previous_total: Option<u32>,
+    /// Admin alerts: what could not be delivered.
+    pub failure: Option<Failure>,
+}
+
+/// One assignment as a template shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// Assignment id.
+    pub id: i64,
+    /// Activity id (`file-audit`).
+    pub activity: String,
+    /// Activity title (`Case file audit`).
+    pub title: String,
+    /// Period label (`2027-05`, `2027-28 Q3`).
+    pub period: String,
+    /// Due date, `YYYY-MM-DD`.
+    pub due: String,
+    /// Due date for people: `Friday 28 May 2027`.
+    pub due_long: String,
+    /// Working days until due (0 on the day); None once overdue.
+    pub days_until_due: Option<u32>,
+    /// Working days overdue; None while not overdue.
+    pub days_overdue: Option<u32>,
+    /// Who holds it: a staff id or `role:NAME`.
+    pub assignee: String,
+    /// Who it is about (a moderation's audit author), if anyone.
+    pub subject: Option<String>,
+    /// Link to the assignment: `{base_url}/assignments/{id}`.
+    pub link: String,
+}
+
+/// Overdue work of one service, for the senior-leadership digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Service name.
+    pub service: String,
+    /// Overdue items in the service.
+    pub count: u32,
+    /// Its teams, each with its overdue items, oldest first.
+    pub teams: Vec<TeamGroup>,
+}
+
+/// Overdue work of one team.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamGroup {
+    /// Team name.
+    pub team: String,
+    /// Overdue items, oldest due first.
+    pub items: Vec<Item>,
+}
+
+/// An undeliverable message, for the admin alert.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Outbox row id (for `qaloop outbox retry ID`).
+    pub outbox_id: i64,
+    /// The message's kind.
+    pub kind: String,
+    /// The channel that failed.
+    pub channel: String,
+    /// The intended recipient's staff id.
+    pub recipient: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error (no personal data).
+    pub error: String,
+}
+
+impl TemplateContext {
+    /// A context of `kind` with nothing else filled in.
+    pub fn new(kind: Kind) -> Self {
+        Self {
+            kind: kind.as_str().to_owned(),
+            ..Self::default()
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Notification templates (minijinja). (Being built.)
