@@ -26,6 +26,12 @@ pub struct Settings {
     /// When the daemon reconciles, and how it logs.
     #[serde(default)]
     pub daemon: DaemonSettings,
+    /// Notification timing and routing.
+    #[serde(default)]
+    pub notify: crate::notify::settings::NotifyConfig,
+    /// Ways of reaching people: `[[channels]]`.
+    #[serde(default)]
+    pub channels: Vec<crate::notify::ChannelSettings>,
     /// The file the settings came from; relative paths were resolved against its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -176,6 +182,12 @@ impl Settings {
         settings.schedule.file = base.join(&settings.schedule.file);
         settings.calendar.bank_holidays_file = base.join(&settings.calendar.bank_holidays_file);
         settings.database.url = resolve_sqlite_url(&settings.database.url, base);
+        if let Some(dir) = &settings.notify.templates_dir {
+            settings.notify.templates_dir = Some(base.join(dir));
+        }
+        if let Some(file) = &settings.notify.preferences_file {
+            settings.notify.preferences_file = Some(base.join(file));
+        }
         settings.validate().into_result(settings)
     }
 
@@ -209,6 +221,55 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             problems.push(at("database.max_connections", "must be at least 1".into()));
+        }
+        for (key, time) in [
+            (
+                "notify.working_hours_start",
+                &self.notify.working_hours_start,
+            ),
+            ("notify.working_hours_end", &self.notify.working_hours_end),
+        ] {
+            if parse_hh_mm(time).is_none() {
+                problems.push(at(key, format!("`{time}` is not a time (HH:MM)")));
+            }
+        }
+        if self.notify.max_attempts == 0 {
+            problems.push(at("notify.max_attempts", "must be at least 1".into()));
+        }
+        let names: Vec<&str> = self.channels.iter().map(|c| c.name()).collect();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                problems.push(at(
+                    &format!("channels[{i}].name"),
+                    format!("duplicate channel name `{name}`"),
+                ));
+            }
+        }
+        for (i, route) in self.notify.routes.iter().enumerate() {
+            for kind in &route.kinds {
+                if kind != "*" && crate::notify::Kind::parse(kind).is_none() {
+                    problems.push(at(
+                        &format!("notify.routes[{i}].kinds"),
+                        format!("unknown kind `{kind}`"),
+                    ));
+                }
+            }
+            for channel in &route.channels {
+                if !names.contains(&channel.as_str()) {
+                    problems.push(at(
+                        &format!("notify.routes[{i}].channels"),
+                        format!("no channel is named `{channel}`"),
+                    ));
+                }
+            }
+        }
+        if let Some(admin) = &self.notify.admin_channel
+            && !names.contains(&admin.as_str())
+        {
+            problems.push(at(
+                "notify.admin_channel",
+                format!("no channel is named `{admin}`"),
+            ));
         }
         for time in &self.daemon.daily_at {
             if parse_hh_mm(time).is_none() {

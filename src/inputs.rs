@@ -43,9 +43,39 @@ pub fn load_context(settings: &Settings) -> Result<Context, Problems> {
             fy: FinancialYear::starting_in(settings.organisation.financial_year_start_month)
                 .expect("validated at load"),
             start_date: settings.schedule.start_date,
+            router: router(settings)?,
         }),
         _ => Err(problems),
     }
+}
+
+/// The notification router, when channels are configured.
+fn router(settings: &Settings) -> Result<Option<crate::notify::router::Router>, Problems> {
+    if settings.channels.is_empty() {
+        return Ok(None);
+    }
+    let preferences = match &settings.notify.preferences_file {
+        None => Vec::new(),
+        Some(path) => {
+            let text = read(path)?;
+            let file: crate::notify::settings::PreferencesFile =
+                toml::from_str(&text).map_err(|e| {
+                    let location = e
+                        .span()
+                        .map(|s| format!("line {}", crate::problem::line_of(&text, s.start)))
+                        .unwrap_or_default();
+                    Problem::new(path, location, e.message().trim().to_owned())
+                })?;
+            file.person
+        }
+    };
+    Ok(Some(crate::notify::router::Router::new(
+        &settings.notify,
+        &settings.channels,
+        &settings.organisation.name,
+        settings.time_zone(),
+        preferences,
+    )))
 }
 
 /// A staff file, read and validated.

@@ -585,7 +585,23 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
                     format!("`{to}` is not a current member of staff"),
                 ));
             }
-            if store.reassign(id, &to, &by, now_or_clock(now)).await? {
+            let now = now_or_clock(now);
+            let notices = match &ctx.router {
+                Some(router) => {
+                    let mut moved = a.clone();
+                    moved.assignee = to.clone();
+                    let n = crate::notify::planner::assigned_notices(
+                        ctx,
+                        router,
+                        &org,
+                        &moved,
+                        ctx.today(now),
+                    );
+                    router.route(&n, &org, &ctx.calendar, now)
+                }
+                None => Vec::new(),
+            };
+            if store.reassign(id, &to, &by, &notices, now).await? {
                 println!("assignment {id} reassigned to {to}");
                 Ok(())
             } else {

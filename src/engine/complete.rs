@@ -95,7 +95,13 @@ pub async fn complete(
         .triggered_by(&assignment.activity_id)
         .map(|activity| plan_triggered(ctx, activity, &assignment, by, today, &org))
         .collect();
-    match store.complete(id, by, note, &triggered, now).await? {
+    let notices = |created: &[(i64, &crate::store::NewAssignment)]| {
+        ctx.new_work_notices(&org, created, false, now)
+    };
+    match store
+        .complete(id, by, note, &triggered, &notices, now)
+        .await?
+    {
         Completion::Completed { triggered } => Ok((store.assignment(id).await?, triggered)),
         Completion::NotOpen(status) => Err(CompleteError::NotOpen { id, status }),
     }

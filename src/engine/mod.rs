@@ -32,9 +32,35 @@ pub struct Context {
     pub fy: FinancialYear,
     /// First day a new database creates work from (default: the periods containing first run).
     pub start_date: Option<Date>,
+    /// Notification routing; `None` when no channels are configured (nothing is queued).
+    pub router: Option<crate::notify::router::Router>,
 }
 
 impl Context {
+    /// Outbox rows telling people about freshly created work (none for work created late: the
+    /// day's catch-up summary covers that).
+    pub fn new_work_notices(
+        &self,
+        org: &crate::org::Org,
+        created: &[(i64, &crate::store::NewAssignment)],
+        late: bool,
+        now: Timestamp,
+    ) -> Vec<crate::store::NewOutbox> {
+        match &self.router {
+            Some(router) if !late => {
+                let notices = crate::notify::planner::new_assignment_notices(
+                    self,
+                    router,
+                    org,
+                    created,
+                    self.today(now),
+                );
+                router.route(&notices, org, &self.calendar, now)
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The local civil date at `now`: what "today" means for periods and due dates.
     pub fn today(&self, now: Timestamp) -> Date {
         now.to_zoned(self.tz.clone()).date()

@@ -69,8 +69,11 @@ pub async fn reconcile(
         let activity = &ctx.schedule.activities[index];
         let rows = plan_period(ctx, activity, &period, &org);
         let late = today > period.start;
+        let notices = |created: &[(i64, &crate::store::NewAssignment)]| {
+            ctx.new_work_notices(&org, created, late, now)
+        };
         let ids = store
-            .materialise(&activity.id, period.start, &rows, late, now)
+            .materialise(&activity.id, period.start, &rows, late, &notices, now)
             .await?;
         if !ids.is_empty() {
             tracing::info!(activity = %activity.id, period = %period.label(), created = ids.len(), late, "assigned");

@@ -103,7 +103,7 @@ fn changed_fields(a: &StaffRecord, b: &StaffRecord) -> Vec<&'static str> {
 /// nearest current manager, in one transaction.
 pub async fn import_staff(
     store: &Store,
-    _ctx: &Context,
+    ctx: &Context,
     incoming: &[StaffRecord],
     actor: &str,
     today: Date,
@@ -140,8 +140,38 @@ pub async fn import_staff(
             }
         }
     }
+    // The leavers' open work, so the new holders can be told about it in the same transaction.
+    let moving: HashMap<i64, crate::store::Assignment> = if reassignments.is_empty() {
+        HashMap::new()
+    } else {
+        store
+            .assignments(&crate::store::AssignmentFilter {
+                statuses: vec![crate::store::Status::Open],
+                assignees: reassignments.iter().map(|r| r.from.clone()).collect(),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect()
+    };
+    let notices = |moved: &[(i64, String, String)]| match &ctx.router {
+        Some(router) => {
+            let notices: Vec<_> = moved
+                .iter()
+                .filter_map(|(id, _, to)| moving.get(id).map(|a| (a, to)))
+                .flat_map(|(a, to)| {
+                    let mut a = a.clone();
+                    a.assignee = to.clone();
+                    crate::notify::planner::assigned_notices(ctx, router, &org, &a, today)
+                })
+                .collect();
+            router.route(&notices, &org, &ctx.calendar, now)
+        }
+        None => Vec::new(),
+    };
     report.reassigned = store
-        .sync_staff(&changes, &reassignments, actor, now)
+        .sync_staff(&changes, &reassignments, actor, &notices, now)
         .await?;
     Ok(report)
 }

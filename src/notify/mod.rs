@@ -10,8 +10,12 @@
 
 pub mod chat;
 pub mod context;
+pub mod daily;
+pub mod dispatcher;
 pub mod email;
 pub mod message;
+pub mod planner;
+pub mod router;
 pub mod settings;
 pub mod templates;
 

@@ -96,3 +96,87 @@ fn expand_credentials(path: &std::path::Path) -> PathBuf {
         _ => path.to_owned(),
     }
 }
+
+/// `[notify]` in `qaloop.toml`: how notifications are timed and routed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Base URL of qaloop's pages; each message links to `{base_url}/assignments/{id}`.
+    pub base_url: String,
+    /// Folder of per-council template overrides (files named like `config/templates/`).
+    pub templates_dir: Option<PathBuf>,
+    /// Working hours start (local `HH:MM`); notifications are held, not dropped, outside them.
+    pub working_hours_start: String,
+    /// Working hours end (local `HH:MM`).
+    pub working_hours_end: String,
+    /// Attempts before a message is dead and an admin alert goes out.
+    pub max_attempts: u32,
+    /// First retry delay in seconds; doubles each attempt (with jitter), up to `backoff_max_seconds`.
+    pub backoff_base_seconds: u64,
+    /// Longest retry delay in seconds.
+    pub backoff_max_seconds: u64,
+    /// Channel for admin alerts about dead messages (none: alerts only in logs and `outbox list`).
+    pub admin_channel: Option<String>,
+    /// Address for admin alerts when the admin channel is an email channel.
+    pub admin_address: Option<String>,
+    /// Per-person preferences (daily digest, channels), a TOML file.
+    pub preferences_file: Option<PathBuf>,
+    /// Which kinds go to which channels for which roles; first match wins. Default: every kind
+    /// to every email channel.
+    pub routes: Vec<Route>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://localhost:8080".into(),
+            templates_dir: None,
+            working_hours_start: "08:00".into(),
+            working_hours_end: "18:00".into(),
+            max_attempts: 8,
+            backoff_base_seconds: 60,
+            backoff_max_seconds: 6 * 3600,
+            admin_channel: None,
+            admin_address: None,
+            preferences_file: None,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// `[[notify.routes]]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Kinds this route covers (`reminder`, `escalation`, …, or `*`).
+    pub kinds: Vec<String>,
+    /// Only for recipients holding one of these roles (empty: anyone).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Channel names to send through.
+    pub channels: Vec<String>,
+}
+
+/// One person's preferences, from `notify.preferences_file`:
+/// `[[person]] staff_id = "S0012", daily_digest = true, channels = ["email"]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Preference {
+    /// Staff id.
+    pub staff_id: String,
+    /// One daily digest instead of single reminders, due-today notices and chases.
+    #[serde(default)]
+    pub daily_digest: bool,
+    /// Channels for this person's own notices, replacing the routes (escalations and the senior
+    /// leadership digest always follow the routes: they are mandatory).
+    pub channels: Option<Vec<String>>,
+}
+
+/// The preferences file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesFile {
+    /// One entry per person with preferences.
+    #[serde(default)]
+    pub person: Vec<Preference>,
+}

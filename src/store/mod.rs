@@ -75,6 +75,17 @@ macro_rules! on_pool {
     };
 }
 
+pub mod outbox;
+
+pub use outbox::{NewOutbox, OutboxRow, OutboxStatus};
+
+/// Builds the notifications caused by newly created assignments, inside their transaction:
+/// given each new row's id and what was asked for, the outbox rows to queue.
+pub type NoticesFor<'a> = &'a (dyn Fn(&[(i64, &NewAssignment)]) -> Vec<NewOutbox> + Sync);
+
+/// Builds the notifications for work moved from leavers: given (assignment id, from, to).
+pub type MovedNotices<'a> = &'a (dyn Fn(&[(i64, String, String)]) -> Vec<NewOutbox> + Sync);
+
 /// Starting a write transaction: SQLite takes its single write lock up front (`BEGIN IMMEDIATE`)
 /// so two writers queue on `busy_timeout` instead of failing with `SQLITE_BUSY` at upgrade time.
 trait BeginWrite {
@@ -355,6 +366,7 @@ impl Store {
         changes: &[StaffChange],
         reassignments: &[Reassignment],
         actor: &str,
+        notices: MovedNotices<'_>,
         now: Timestamp,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
         let at = format_instant(now);
@@ -423,9 +435,11 @@ impl Store {
                     .bind(format!("from {} to {} (leaver)", re.from, re.to))
                     .execute(&mut *tx)
                     .await?;
+                    outbox::cancel_for_assignment(&mut tx, id, "assignee left").await?;
                     moved.push((id, re.from.clone(), re.to.clone()));
                 }
             }
+            outbox::insert(&mut tx, &notices(&moved), &at).await?;
             tx.commit().await?;
             moved
         });
@@ -462,13 +476,18 @@ impl Store {
         period_start: Date,
         rows: &[NewAssignment],
         created_late: bool,
+        notices: NoticesFor<'_>,
         now: Timestamp,
     ) -> Result<Vec<i64>, StoreError> {
         let at = format_instant(now);
         let ids = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let ids =
+            let created =
                 insert_assignments(&mut tx, rows, created_late, "system:reconcile", &at).await?;
+            let pairs: Vec<(i64, &NewAssignment)> =
+                created.iter().map(|&(id, i)| (id, &rows[i])).collect();
+            outbox::insert(&mut tx, &notices(&pairs), &at).await?;
+            let ids: Vec<i64> = created.into_iter().map(|(id, _)| id).collect();
             sqlx::query(
                 "INSERT INTO period_runs (activity_id, period_start, created_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (activity_id, period_start) DO NOTHING",
@@ -544,6 +563,7 @@ impl Store {
         by: &str,
         note: Option<&str>,
         triggered: &[NewAssignment],
+        notices: NoticesFor<'_>,
         now: Timestamp,
     ) -> Result<Completion, StoreError> {
         let at = format_instant(now);
@@ -581,9 +601,15 @@ impl Store {
                 note.map(|_| "with note").unwrap_or(""),
             )
             .await?;
-            let triggered = insert_assignments(&mut tx, triggered, false, by, &at).await?;
+            outbox::cancel_for_assignment(&mut tx, id, "assignment completed").await?;
+            let created = insert_assignments(&mut tx, triggered, false, by, &at).await?;
+            let pairs: Vec<(i64, &NewAssignment)> =
+                created.iter().map(|&(id, i)| (id, &triggered[i])).collect();
+            outbox::insert(&mut tx, &notices(&pairs), &at).await?;
             tx.commit().await?;
-            Ok(Completion::Completed { triggered })
+            Ok(Completion::Completed {
+                triggered: created.into_iter().map(|(id, _)| id).collect(),
+            })
         })
     }
 
@@ -593,6 +619,7 @@ impl Store {
         id: i64,
         to: &str,
         by: &str,
+        notices: &[NewOutbox],
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let at = format_instant(now);
@@ -622,6 +649,8 @@ impl Store {
                 &format!("from {from} to {to}"),
             )
             .await?;
+            outbox::cancel_for_assignment(&mut tx, id, "assignment reassigned").await?;
+            outbox::insert(&mut tx, notices, &at).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -650,6 +679,7 @@ impl Store {
                 return Ok(false);
             }
             record(&mut tx, id, "cancelled", by, &at, reason).await?;
+            outbox::cancel_for_assignment(&mut tx, id, "assignment cancelled").await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -724,14 +754,15 @@ where
 }
 
 /// Inserts assignments that do not exist yet (unique key: activity, period, slot, subject) in
-/// chunks, and a `created` history row for each one inserted. Returns the new ids.
+/// chunks, and a `created` history row for each one inserted. Returns each new row's id and its
+/// index in `rows`.
 async fn insert_assignments<'c, DB>(
     tx: &mut Transaction<'c, DB>,
     rows: &[NewAssignment],
     created_late: bool,
     actor: &str,
     at: &str,
-) -> Result<Vec<i64>, sqlx::Error>
+) -> Result<Vec<(i64, usize)>, sqlx::Error>
 where
     DB: sqlx::Database,
     <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
@@ -743,7 +774,17 @@ where
     usize: sqlx::ColumnIndex<DB::Row>,
 {
     let mut ids = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    for (chunk_no, chunk) in rows.chunks(INSERT_CHUNK).enumerate() {
+        let index_of: std::collections::HashMap<(&str, &str), usize> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    (r.slot.as_str(), r.subject.as_deref().unwrap_or("")),
+                    chunk_no * INSERT_CHUNK + i,
+                )
+            })
+            .collect();
         let mut qb: QueryBuilder<DB> = QueryBuilder::new(
             "INSERT INTO assignments (activity_id, period_label, period_start, period_end, slot, \
              assignee, subject, trigger_id, due, status, created_at, created_late) ",
@@ -773,20 +814,20 @@ where
         let mut hq: QueryBuilder<DB> = QueryBuilder::new(
             "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) ",
         );
-        hq.push_values(&inserted, |mut b, (id, slot, subject)| {
-            let detail = chunk
-                .iter()
-                .find(|r| &r.slot == slot && r.subject.as_deref().unwrap_or("") == subject)
-                .and_then(|r| r.note.clone())
-                .unwrap_or_default();
-            b.push_bind(*id)
+        let inserted: Vec<(i64, usize)> = inserted
+            .into_iter()
+            .map(|(id, slot, subject)| (id, index_of[&(slot.as_str(), subject.as_str())]))
+            .collect();
+        hq.push_values(&inserted, |mut b, &(id, index)| {
+            let detail = rows[index].note.clone().unwrap_or_default();
+            b.push_bind(id)
                 .push_bind("created".to_owned())
                 .push_bind(actor.to_owned())
                 .push_bind(at.to_owned())
                 .push_bind(detail);
         });
         hq.build().execute(&mut **tx).await?;
-        ids.extend(inserted.into_iter().map(|(id, _, _)| id));
+        ids.extend(inserted);
     }
     Ok(ids)
 }

@@ -1,0 +1,374 @@
+//! Deciding notices: what each person should hear today, and when new work is assigned.
+//!
+//! **Invariant:** pure — a function of (schedule, calendar, organisation, open work, today).
+//! Only *today's* notices are ever decided, so downtime never produces a burst of stale
+//! reminders; a missed working day switches the day to catch-up mode instead: one summary per
+//! person, and escalations that came due meanwhile folded into it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::civil::Date;
+
+use super::Kind;
+use super::context::{Group, Item, TeamGroup};
+use super::router::{Notice, Router};
+use crate::engine::Context;
+use crate::org::Org;
+use crate::store::{Assignment, NewAssignment};
+
+/// "Friday 28 May 2027".
+pub fn long_date(date: Date) -> String {
+    date.strftime("%A %-d %B %Y").to_string()
+}
+
+fn title(ctx: &Context, activity_id: &str) -> String {
+    ctx.schedule
+        .activity(activity_id)
+        .map(|a| a.title.clone())
+        .unwrap_or_else(|| activity_id.to_owned())
+}
+
+/// A template item for an assignment as of `today`.
+pub fn item(ctx: &Context, router: &Router, a: &Assignment, today: Date) -> Item {
+    let (until, overdue) = timing(ctx, a.due, today);
+    Item {
+        id: a.id,
+        activity: a.activity_id.clone(),
+        title: title(ctx, &a.activity_id),
+        period: a.period_label.clone(),
+        due: a.due.to_string(),
+        due_long: long_date(a.due),
+        days_until_due: until,
+        days_overdue: overdue,
+        assignee: a.assignee.clone(),
+        subject: a.subject.clone(),
+        link: router.link(a.id),
+    }
+}
+
+/// (working days until due, working days overdue) on `today`.
+fn timing(ctx: &Context, due: Date, today: Date) -> (Option<u32>, Option<u32>) {
+    if today > due {
+        (None, Some(ctx.calendar.working_days_between(due, today)))
+    } else {
+        (Some(ctx.calendar.working_days_between(today, due)), None)
+    }
+}
+
+/// Who holds `assignee` (a staff id or `role:NAME`) today, and the role to post as.
+fn holders(org: &Org, assignee: &str) -> (Vec<String>, Option<String>) {
+    match assignee.strip_prefix("role:") {
+        Some(role) => (
+            org.current_holders(role)
+                .iter()
+                .map(|p| p.record.staff_id.clone())
+                .collect(),
+            Some(assignee.to_owned()),
+        ),
+        None => (
+            org.get(assignee)
+                .filter(|p| p.is_current())
+                .map(|p| vec![p.record.staff_id.clone()])
+                .unwrap_or_default(),
+            None,
+        ),
+    }
+}
+
+/// New-work notices for freshly created assignments (`on_assign` per activity).
+pub fn new_assignment_notices(
+    ctx: &Context,
+    router: &Router,
+    org: &Org,
+    created: &[(i64, &NewAssignment)],
+    today: Date,
+) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    for &(id, a) in created {
+        if !ctx
+            .schedule
+            .activity(&a.activity_id)
+            .is_some_and(|act| act.notify.on_assign)
+        {
+            continue;
+        }
+        let stored = Assignment {
+            id,
+            activity_id: a.activity_id.clone(),
+            period_label: a.period_label.clone(),
+            period_start: a.period_start,
+            period_end: a.period_end,
+            slot: a.slot.clone(),
+            assignee: a.assignee.clone(),
+            subject: a.subject.clone(),
+            trigger_id: a.trigger_id,
+            due: a.due,
+            status: crate::store::Status::Open,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            created_late: false,
+            completed_at: None,
+            completed_by: None,
+            note: None,
+        };
+        notices.extend(assigned_notices(ctx, router, org, &stored, today));
+    }
+    notices
+}
+
+/// The notice that `a` is now someone's (new or reassigned work).
+pub fn assigned_notices(
+    ctx: &Context,
+    router: &Router,
+    org: &Org,
+    a: &Assignment,
+    today: Date,
+) -> Vec<Notice> {
+    let (people, post_as) = holders(org, &a.assignee);
+    people
+        .into_iter()
+        .map(|person| {
+            let mut context = router.context(Kind::NewAssignment, &person, today);
+            context.items = vec![item(ctx, router, a, today)];
+            Notice {
+                kind: Kind::NewAssignment,
+                reference: format!("a{}:{}", a.id, a.assignee),
+                date: None,
+                recipient: person,
+                post_as: post_as.clone(),
+                assignment_id: Some(a.id),
+                immediate: false,
+                suppressed: false,
+                context,
+            }
+        })
+        .collect()
+}
+
+/// Today's reminders, due-today notices, chases, escalations and digests for `open` work; or,
+/// in catch-up mode, one summary per person.
+pub fn daily_notices(
+    ctx: &Context,
+    router: &Router,
+    org: &Org,
+    open: &[Assignment],
+    today: Date,
+    catch_up: bool,
+) -> Vec<Notice> {
+    if !ctx.calendar.is_working_day(today) {
+        return Vec::new();
+    }
+    let mut notices = Vec::new();
+    // Single notices held back for people who want one daily digest (or, in catch-up mode, for
+    // everyone): staff id → items.
+    let mut bundled: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+
+    for a in open {
+        let Some(activity) = ctx.schedule.activity(&a.activity_id) else {
+            continue;
+        };
+        let settings = &activity.notify;
+        let (until, overdue) = timing(ctx, a.due, today);
+        let (people, post_as) = holders(org, &a.assignee);
+        let item = item(ctx, router, a, today);
+
+        let single = match (until, overdue) {
+            (Some(0), _) if settings.on_due_date => Some(Kind::DueToday),
+            (Some(n), _) if settings.remind_before.contains(&n) => Some(Kind::Reminder),
+            (None, Some(n))
+                if settings.chase_every > 0 && n >= 1 && (n - 1) % settings.chase_every == 0 =>
+            {
+                Some(Kind::Chase)
+            }
+            _ => None,
+        };
+        for person in &people {
+            if catch_up {
+                bundled
+                    .entry(person.clone())
+                    .or_default()
+                    .push(item.clone());
+            } else if let Some(kind) = single {
+                if router.wants_digest(person) {
+                    bundled
+                        .entry(person.clone())
+                        .or_default()
+                        .push(item.clone());
+                } else {
+                    let mut context = router.context(kind, person, today);
+                    context.items = vec![item.clone()];
+                    notices.push(Notice {
+                        kind,
+                        reference: format!("a{}", a.id),
+                        date: Some(today),
+                        recipient: person.clone(),
+                        post_as: post_as.clone(),
+                        assignment_id: Some(a.id),
+                        immediate: false,
+                        suppressed: false,
+                        context,
+                    });
+                }
+            }
+        }
+
+        // Escalations: once per level, to the nearest current manager(s) above the holder(s).
+        let Some(days) = overdue else { continue };
+        for (level, after) in [
+            (1u8, settings.escalate_after),
+            (2u8, settings.escalate_again_after),
+        ] {
+            if after == 0 || days < after {
+                continue;
+            }
+            let mut managers: Vec<String> = people
+                .iter()
+                .filter_map(|p| {
+                    let chain: Vec<_> = org
+                        .managers_of(p)
+                        .into_iter()
+                        .filter(|m| m.is_current())
+                        .collect();
+                    chain
+                        .get(usize::from(level) - 1)
+                        .map(|m| m.record.staff_id.clone())
+                })
+                .collect();
+            managers.sort();
+            managers.dedup();
+            for manager in managers {
+                let mut context = router.context(Kind::Escalation, &manager, today);
+                context.items = vec![item.clone()];
+                context.about = Some(a.assignee.clone());
+                context.level = Some(level);
+                notices.push(Notice {
+                    kind: Kind::Escalation,
+                    reference: format!("a{}:L{level}", a.id),
+                    date: None,
+                    recipient: manager,
+                    post_as: None,
+                    assignment_id: Some(a.id),
+                    immediate: false,
+                    // After downtime the escalations that came due meanwhile are recorded as
+                    // handled by the catch-up summary rather than sent as a burst.
+                    suppressed: catch_up,
+                    context,
+                });
+            }
+        }
+    }
+
+    let kind = if catch_up {
+        Kind::CatchUp
+    } else {
+        Kind::Digest
+    };
+    for (person, mut items) in bundled {
+        if items.is_empty() {
+            continue;
+        }
+        items.sort_by(|a, b| (&a.due, a.id).cmp(&(&b.due, b.id)));
+        let mut context = router.context(kind, &person, today);
+        context.items = items;
+        notices.push(Notice {
+            kind,
+            reference: kind.as_str().to_owned(),
+            date: Some(today),
+            recipient: person,
+            post_as: None,
+            assignment_id: None,
+            immediate: false,
+            suppressed: false,
+            context,
+        });
+    }
+    notices
+}
+
+/// The senior-leadership digest, when `today` is its day: everything overdue, grouped by
+/// service then team, oldest first. Returns the notices and today's overdue total (to store for
+/// the next digest's "change since").
+pub fn slt_digest(
+    ctx: &Context,
+    router: &Router,
+    org: &Org,
+    open: &[Assignment],
+    today: Date,
+    previous_total: Option<u32>,
+) -> Option<(Vec<Notice>, u32)> {
+    let settings = &ctx.schedule.digest;
+    let activity = ctx.schedule.activity(&settings.before_activity)?;
+    let cadence = activity.cadence?;
+    let period = crate::schedule::Period::containing(cadence, ctx.fy, today);
+    let due = activity.due.due_for_period(&period, &ctx.calendar);
+    let send_on = if settings.days_before == 0 {
+        due
+    } else {
+        ctx.calendar
+            .nth_working_day_before(due, settings.days_before)
+    };
+    if send_on != today {
+        return None;
+    }
+    let mut overdue: Vec<&Assignment> = open.iter().filter(|a| a.is_overdue(today)).collect();
+    overdue.sort_by_key(|a| (a.due, a.id));
+    let mut services: BTreeMap<String, BTreeMap<String, Vec<Item>>> = BTreeMap::new();
+    for a in &overdue {
+        let (service, team) = match org.get(&a.assignee) {
+            Some(p) => (p.record.service.clone(), p.record.team.clone()),
+            None => (
+                "Work owned by a role".to_owned(),
+                a.assignee.trim_start_matches("role:").to_owned(),
+            ),
+        };
+        services
+            .entry(service)
+            .or_default()
+            .entry(team)
+            .or_default()
+            .push(item(ctx, router, a, today));
+    }
+    let groups: Vec<Group> = services
+        .into_iter()
+        .map(|(service, teams)| Group {
+            count: teams.values().map(|t| t.len() as u32).sum(),
+            service,
+            teams: teams
+                .into_iter()
+                .map(|(team, items)| TeamGroup { team, items })
+                .collect(),
+        })
+        .collect();
+    let total = overdue.len() as u32;
+    let role = format!("role:{}", settings.role);
+    let notices = org
+        .current_holders(&settings.role)
+        .into_iter()
+        .map(|p| {
+            let mut context = router.context(Kind::SltDigest, &p.record.staff_id, today);
+            context.groups = groups.clone();
+            context.total = Some(total);
+            context.previous_total = previous_total;
+            Notice {
+                kind: Kind::SltDigest,
+                reference: format!("slt:{}", period.label()),
+                date: None,
+                recipient: p.record.staff_id.clone(),
+                post_as: Some(role.clone()),
+                assignment_id: None,
+                immediate: false,
+                suppressed: false,
+                context,
+            }
+        })
+        .collect();
+    Some((notices, total))
+}
+
+/// Counts of notices by kind, for logs and reports.
+pub fn count_by_kind(notices: &[Notice]) -> HashMap<&'static str, usize> {
+    let mut counts = HashMap::new();
+    for n in notices {
+        *counts.entry(n.kind.as_str()).or_insert(0) += 1;
+    }
+    counts
+}

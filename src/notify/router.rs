@@ -1,0 +1,231 @@
+//! Routing: who hears about a notice, through which channels, with which outbox key, and when.
+//!
+//! **Invariant:** pure. The key of every outbox row is deterministic —
+//! `kind:ref:date:recipient:channel` — so deciding the same notice twice (a re-run, a catch-up,
+//! a second instance) queues it once.
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::civil::{Date, Time};
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+
+use super::context::TemplateContext;
+use super::settings::{NotifyConfig, Preference, Route};
+use super::{ChannelSettings, Kind};
+use crate::calendar::Calendar;
+use crate::org::Org;
+use crate::store::NewOutbox;
+
+/// Something qaloop has decided to tell one person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// What about.
+    pub kind: Kind,
+    /// What it refers to, for the key: `a123` (an assignment), `a123:L1`, `digest`, `slt:2027-28 B3`.
+    pub reference: String,
+    /// The local date it was decided for; part of the key for repeating notices.
+    pub date: Option<Date>,
+    /// The staff id it is for.
+    pub recipient: String,
+    /// For work owned by a role: `role:NAME`. Chat channels then post once for the role, not
+    /// once per holder.
+    pub post_as: Option<String>,
+    /// The assignment, so completing it cancels the notice.
+    pub assignment_id: Option<i64>,
+    /// Send at once, ignoring working hours (tests, admin alerts).
+    pub immediate: bool,
+    /// Record it as already handled (folded into a catch-up summary) instead of sending it, so
+    /// it is not decided again tomorrow.
+    pub suppressed: bool,
+    /// What the template sees.
+    pub context: TemplateContext,
+}
+
+/// A configured channel as routing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Its name.
+    pub name: String,
+    /// Email and file channels reach one person; webhooks post to a shared space.
+    pub personal: bool,
+}
+
+/// Everything routing needs, validated once.
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// `[notify] base_url`, without a trailing slash.
+    pub base_url: String,
+    /// Organisation name, for templates.
+    pub organisation: String,
+    /// The organisation's zone, for working hours.
+    pub tz: TimeZone,
+    /// Working hours, local.
+    pub hours: (Time, Time),
+    /// Configured channels.
+    pub channels: Vec<ChannelInfo>,
+    /// Routes; empty means every kind to every personal channel.
+    pub routes: Vec<Route>,
+    /// Preferences by staff id.
+    pub preferences: HashMap<String, Preference>,
+    /// Where admin alerts go: (channel, address).
+    pub admin: Option<(String, Option<String>)>,
+}
+
+impl Router {
+    /// Builds the router from settings (validated at load) and the parsed preferences.
+    pub fn new(
+        config: &NotifyConfig,
+        channels: &[ChannelSettings],
+        organisation: &str,
+        tz: TimeZone,
+        preferences: Vec<Preference>,
+    ) -> Router {
+        let parse = |t: &str| crate::config::parse_hh_mm(t).unwrap_or(Time::midnight());
+        Router {
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            organisation: organisation.to_owned(),
+            tz,
+            hours: (
+                parse(&config.working_hours_start),
+                parse(&config.working_hours_end),
+            ),
+            channels: channels
+                .iter()
+                .map(|c| ChannelInfo {
+                    name: c.name().to_owned(),
+                    personal: matches!(c, ChannelSettings::Email(_) | ChannelSettings::File(_)),
+                })
+                .collect(),
+            routes: config.routes.clone(),
+            preferences: preferences
+                .into_iter()
+                .map(|p| (p.staff_id.clone(), p))
+                .collect(),
+            admin: config
+                .admin_channel
+                .clone()
+                .map(|c| (c, config.admin_address.clone())),
+        }
+    }
+
+    /// Whether `staff_id` asked for one daily digest instead of single notices.
+    pub fn wants_digest(&self, staff_id: &str) -> bool {
+        self.preferences
+            .get(staff_id)
+            .is_some_and(|p| p.daily_digest)
+    }
+
+    /// The link to an assignment.
+    pub fn link(&self, assignment_id: i64) -> String {
+        format!("{}/assignments/{assignment_id}", self.base_url)
+    }
+
+    /// A context of `kind` with the organisation-wide fields filled in.
+    pub fn context(&self, kind: Kind, recipient: &str, today: Date) -> TemplateContext {
+        TemplateContext {
+            organisation: self.organisation.clone(),
+            base_url: self.base_url.clone(),
+            recipient: recipient.to_owned(),
+            today: today.to_string(),
+            ..TemplateContext::new(kind)
+        }
+    }
+
+    /// The channels a notice of `kind` to `staff_id` goes through.
+    fn channels_for(&self, kind: Kind, staff_id: &str, org: &Org) -> Vec<&ChannelInfo> {
+        let mandatory = matches!(kind, Kind::Escalation | Kind::SltDigest);
+        if !mandatory
+            && let Some(chosen) = self
+                .preferences
+                .get(staff_id)
+                .and_then(|p| p.channels.as_ref())
+        {
+            return self
+                .channels
+                .iter()
+                .filter(|c| chosen.contains(&c.name))
+                .collect();
+        }
+        if self.routes.is_empty() {
+            return self.channels.iter().filter(|c| c.personal).collect();
+        }
+        let holds = |role: &String| org.get(staff_id).is_some_and(|p| p.holds(role));
+        self.routes
+            .iter()
+            .find(|r| {
+                r.kinds.iter().any(|k| k == "*" || k == kind.as_str())
+                    && (r.roles.is_empty() || r.roles.iter().any(holds))
+            })
+            .map(|r| {
+                self.channels
+                    .iter()
+                    .filter(|c| r.channels.contains(&c.name))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The first moment at or after `now` inside working hours on a working day.
+    pub fn next_working_moment(&self, now: Timestamp, calendar: &Calendar) -> Timestamp {
+        let local = now.to_zoned(self.tz.clone());
+        let (start, end) = self.hours;
+        if calendar.is_working_day(local.date()) && local.time() >= start && local.time() < end {
+            return now;
+        }
+        let mut day = local.date();
+        if !(calendar.is_working_day(day) && local.time() < start) {
+            day = calendar.nth_working_day_after(day, 1);
+        }
+        day.to_datetime(start)
+            .to_zoned(self.tz.clone())
+            .map(|z| z.timestamp())
+            .unwrap_or(now + 1.hour())
+    }
+
+    /// Outbox rows for `notices`: one per recipient and channel; for chat channels, one post per
+    /// role for role-owned work. Keys are deterministic and duplicates within the batch dropped.
+    pub fn route(
+        &self,
+        notices: &[Notice],
+        org: &Org,
+        calendar: &Calendar,
+        now: Timestamp,
+    ) -> Vec<NewOutbox> {
+        let held_until = self.next_working_moment(now, calendar);
+        let mut seen = HashSet::new();
+        let mut rows = Vec::new();
+        for notice in notices {
+            let not_before = if notice.immediate { now } else { held_until };
+            for channel in self.channels_for(notice.kind, &notice.recipient, org) {
+                let recipient = match (&notice.post_as, channel.personal) {
+                    (Some(role), false) => role.clone(),
+                    _ => notice.recipient.clone(),
+                };
+                let date = notice.date.map(|d| d.to_string()).unwrap_or_default();
+                let key = format!(
+                    "{}:{}:{date}:{recipient}:{}",
+                    notice.kind.as_str(),
+                    notice.reference,
+                    channel.name
+                );
+                if !seen.insert(key.clone()) {
+                    continue;
+                }
+                let mut context = notice.context.clone();
+                context.recipient = recipient.clone();
+                rows.push(NewOutbox {
+                    key,
+                    kind: notice.kind.as_str().to_owned(),
+                    channel: channel.name.clone(),
+                    recipient,
+                    assignment_id: notice.assignment_id,
+                    context: serde_json::to_string(&context).unwrap_or_default(),
+                    not_before,
+                    suppressed: notice.suppressed,
+                });
+            }
+        }
+        rows
+    }
+}

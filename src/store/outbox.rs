@@ -1,0 +1,419 @@
+//! The outbox's SQL: enqueueing notifications inside the transaction that caused them, claiming
+//! rows to send, recording outcomes.
+//!
+//! Claiming is the one place the backends differ: PostgreSQL claims with `FOR UPDATE SKIP LOCKED`
+//! so several dispatchers share the work; SQLite has a single writer, so a plain `UPDATE …
+//! RETURNING` inside `BEGIN IMMEDIATE` is already exclusive. A claim is a lease
+//! (`claimed_until`): a dispatcher killed mid-send leaves the row to be sent again when the lease
+//! expires — at most one duplicate, never a loss.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use sqlx::{FromRow, QueryBuilder, Transaction};
+
+use super::{Backend, BeginWrite, Store, StoreError, format_instant, instant};
+
+/// Rows per multi-row INSERT.
+const CHUNK: usize = 1000;
+
+/// A notification to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutbox {
+    /// Deterministic key (`kind:ref:date:recipient:channel`): the same decision made twice —
+    /// by a re-run, a catch-up or a second instance — is queued once.
+    pub key: String,
+    /// Notification kind (`reminder`).
+    pub kind: String,
+    /// Channel name from `[[channels]]`.
+    pub channel: String,
+    /// Staff id, `role:NAME` for one post on behalf of a role, or `admin`.
+    pub recipient: String,
+    /// The assignment it is about, so completing or reassigning it cancels the notice.
+    pub assignment_id: Option<i64>,
+    /// JSON of the template context.
+    pub context: String,
+    /// Not before this instant (working hours).
+    pub not_before: Timestamp,
+    /// Queue it as already cancelled: decided and deliberately not sent (folded into a catch-up
+    /// summary), so the same decision is not made again.
+    pub suppressed: bool,
+}
+
+/// Where an outbox row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxStatus {
+    /// Waiting to be sent (or held until working hours).
+    Pending,
+    /// Failed at least once; will be retried.
+    Failed,
+    /// Delivered.
+    Sent,
+    /// Gave up after the configured attempts, or failed permanently; an admin alert was raised.
+    Dead,
+    /// No longer wanted (the work was completed, cancelled or reassigned).
+    Cancelled,
+}
+
+impl OutboxStatus {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Failed => "failed",
+            OutboxStatus::Sent => "sent",
+            OutboxStatus::Dead => "dead",
+            OutboxStatus::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(text: &str) -> OutboxStatus {
+        match text {
+            "failed" => OutboxStatus::Failed,
+            "sent" => OutboxStatus::Sent,
+            "dead" => OutboxStatus::Dead,
+            "cancelled" => OutboxStatus::Cancelled,
+            _ => OutboxStatus::Pending,
+        }
+    }
+}
+
+/// A stored outbox row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxRow {
+    /// Row id (what `qaloop outbox retry` takes).
+    pub id: i64,
+    /// Deterministic key.
+    pub key: String,
+    /// Notification kind.
+    pub kind: String,
+    /// Channel name.
+    pub channel: String,
+    /// Staff id, `role:NAME` or `admin`.
+    pub recipient: String,
+    /// The assignment it is about.
+    pub assignment_id: Option<i64>,
+    /// JSON template context.
+    #[serde(skip)]
+    pub context: String,
+    /// Where it stands.
+    pub status: OutboxStatus,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+    /// Held until.
+    pub not_before: Timestamp,
+    /// Next attempt no earlier than.
+    pub next_attempt_at: Timestamp,
+    /// The last error (no personal data).
+    pub last_error: Option<String>,
+    /// Queued at.
+    pub created_at: Timestamp,
+    /// Delivered at.
+    pub sent_at: Option<Timestamp>,
+}
+
+#[derive(FromRow)]
+struct Row {
+    id: i64,
+    key: String,
+    kind: String,
+    channel: String,
+    recipient: String,
+    assignment_id: Option<i64>,
+    context: String,
+    status: String,
+    attempts: i64,
+    not_before: String,
+    next_attempt_at: String,
+    last_error: Option<String>,
+    created_at: String,
+    sent_at: Option<String>,
+}
+
+const COLUMNS: &str = "id, key, kind, channel, recipient, assignment_id, context, status, \
+    CAST(attempts AS BIGINT) AS attempts, not_before, next_attempt_at, last_error, created_at, sent_at";
+
+impl TryFrom<Row> for OutboxRow {
+    type Error = StoreError;
+    fn try_from(r: Row) -> Result<Self, StoreError> {
+        Ok(OutboxRow {
+            not_before: instant("not_before", &r.not_before)?,
+            next_attempt_at: instant("next_attempt_at", &r.next_attempt_at)?,
+            created_at: instant("created_at", &r.created_at)?,
+            sent_at: r
+                .sent_at
+                .as_deref()
+                .map(|t| instant("sent_at", t))
+                .transpose()?,
+            status: OutboxStatus::parse(&r.status),
+            id: r.id,
+            key: r.key,
+            kind: r.kind,
+            channel: r.channel,
+            recipient: r.recipient,
+            assignment_id: r.assignment_id,
+            context: r.context,
+            attempts: r.attempts,
+            last_error: r.last_error,
+        })
+    }
+}
+
+/// Queues notifications inside `tx`; rows whose key already exists are skipped. Returns how
+/// many were queued.
+pub(super) async fn insert<'c, DB>(
+    tx: &mut Transaction<'c, DB>,
+    rows: &[NewOutbox],
+    now: &str,
+) -> Result<u64, sqlx::Error>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'a> i64: sqlx::Decode<'a, DB> + sqlx::Type<DB>,
+    for<'a> Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let mut queued = 0;
+    for chunk in rows.chunks(CHUNK) {
+        let mut qb: QueryBuilder<DB> = QueryBuilder::new(
+            "INSERT INTO outbox (key, kind, channel, recipient, assignment_id, context, status, \
+             not_before, next_attempt_at, created_at) ",
+        );
+        qb.push_values(chunk, |mut b, r| {
+            let not_before = format_instant(r.not_before);
+            b.push_bind(r.key.clone())
+                .push_bind(r.kind.clone())
+                .push_bind(r.channel.clone())
+                .push_bind(r.recipient.clone())
+                .push_bind(r.assignment_id)
+                .push_bind(r.context.clone())
+                .push_bind(if r.suppressed { "cancelled" } else { "pending" }.to_owned())
+                .push_bind(not_before.clone())
+                .push_bind(not_before)
+                .push_bind(now.to_owned());
+        });
+        qb.push(" ON CONFLICT (key) DO NOTHING RETURNING id");
+        let ids: Vec<(i64,)> = qb.build_query_as().fetch_all(&mut **tx).await?;
+        queued += ids.len() as u64;
+    }
+    Ok(queued)
+}
+
+/// Cancels the unsent notifications about an assignment inside `tx` (it was completed,
+/// cancelled or reassigned).
+pub(super) async fn cancel_for_assignment<'c, DB>(
+    tx: &mut Transaction<'c, DB>,
+    assignment_id: i64,
+    reason: &str,
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "UPDATE outbox SET status = 'cancelled', last_error = $1 \
+         WHERE assignment_id = $2 AND status IN ('pending', 'failed')",
+    )
+    .bind(reason.to_owned())
+    .bind(assignment_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Queues time-driven notifications (reminders, chases, digests) in one transaction.
+    pub async fn enqueue(&self, rows: &[NewOutbox], now: Timestamp) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let at = format_instant(now);
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = insert(&mut tx, rows, &at).await?;
+            tx.commit().await?;
+            n
+        }))
+    }
+
+    /// Claims up to `limit` rows ready to send at `now`, leasing them until `lease_until`.
+    pub async fn claim(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let (now, until) = (format_instant(now), format_instant(lease_until));
+        let rows: Vec<Row> = match &self.backend {
+            Backend::Postgres(pool) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
+                       SELECT id FROM outbox WHERE status IN ('pending', 'failed') \
+                       AND next_attempt_at <= $2 AND not_before <= $2 \
+                       AND (claimed_until IS NULL OR claimed_until <= $2) \
+                       ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     RETURNING {COLUMNS}"
+                )))
+                .bind(&until)
+                .bind(&now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            }
+            Backend::Sqlite(pool) => {
+                let mut tx = pool.begin_write().await?;
+                let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
+                       SELECT id FROM outbox WHERE status IN ('pending', 'failed') \
+                       AND next_attempt_at <= $2 AND not_before <= $2 \
+                       AND (claimed_until IS NULL OR claimed_until <= $2) \
+                       ORDER BY id LIMIT $3) \
+                     RETURNING {COLUMNS}"
+                )))
+                .bind(&until)
+                .bind(&now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                rows
+            }
+        };
+        let mut rows: Vec<OutboxRow> = rows
+            .into_iter()
+            .map(OutboxRow::try_from)
+            .collect::<Result<_, _>>()?;
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
+    }
+
+    /// Records a delivery.
+    pub async fn mark_sent(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
+        let at = format_instant(now);
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
+                 claimed_until = NULL, last_error = NULL WHERE id = $2",
+            )
+            .bind(&at)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Records a temporary failure; the row is retried at `next_attempt_at`.
+    pub async fn mark_failed(
+        &self,
+        id: i64,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let next = format_instant(next_attempt_at);
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE outbox SET status = 'failed', attempts = attempts + 1, next_attempt_at = $1, \
+                 claimed_until = NULL, last_error = $2 WHERE id = $3",
+            )
+            .bind(&next)
+            .bind(error)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Withdraws a row that should no longer be sent (its recipient has left).
+    pub async fn mark_cancelled(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE outbox SET status = 'cancelled', claimed_until = NULL, last_error = $1 \
+                 WHERE id = $2",
+            )
+            .bind(reason)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Gives up on a row and queues the admin alert about it, in one transaction.
+    pub async fn mark_dead(
+        &self,
+        id: i64,
+        error: &str,
+        alert: &[NewOutbox],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let at = format_instant(now);
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "UPDATE outbox SET status = 'dead', attempts = attempts + 1, claimed_until = NULL, \
+                 last_error = $1 WHERE id = $2",
+            )
+            .bind(error)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            insert(&mut tx, alert, &at).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Outbox rows, optionally of one status, newest first.
+    pub async fn outbox(
+        &self,
+        status: Option<OutboxStatus>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows: Vec<Row> = on_pool!(self, |pool| {
+            let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM outbox"));
+            if let Some(status) = status {
+                qb.push(" WHERE status = ").push_bind(status.as_str());
+            }
+            qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+            qb.build_query_as().fetch_all(pool).await?
+        });
+        rows.into_iter().map(OutboxRow::try_from).collect()
+    }
+
+    /// One outbox row.
+    pub async fn outbox_row(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        let row: Option<Row> = on_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM outbox WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(OutboxRow::try_from).transpose()
+    }
+
+    /// Re-queues a dead or failed row for immediate sending, with a fresh attempt count.
+    pub async fn retry(&self, id: i64, now: Timestamp) -> Result<bool, StoreError> {
+        let at = format_instant(now);
+        Ok(on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, \
+                 not_before = $1, claimed_until = NULL WHERE id = $2 AND status IN ('dead', 'failed')",
+            )
+            .bind(&at)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                > 0
+        }))
+    }
+}
