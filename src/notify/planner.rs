@@ -372,3 +372,269 @@ pub fn count_by_kind(notices: &[Notice]) -> HashMap<&'static str, usize> {
     }
     counts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::Calendar;
+    use crate::notify::settings::{NotifyConfig, Preference};
+    use crate::org::{Person, StaffRecord};
+    use crate::schedule::{FinancialYear, Schedule};
+    use jiff::civil::date;
+
+    fn ctx() -> Context {
+        let path =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/schedule.toml"));
+        let holidays = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/bank-holidays.json"
+        ))
+        .unwrap();
+        Context {
+            schedule: Schedule::parse(&std::fs::read_to_string(path).unwrap(), path).unwrap(),
+            calendar: Calendar::from_govuk_json(&holidays, "england-and-wales").unwrap(),
+            tz: jiff::tz::TimeZone::get("Europe/London").unwrap(),
+            fy: FinancialYear::starting_in(4).unwrap(),
+            start_date: None,
+            router: None,
+        }
+    }
+
+    fn router(digest_for: &[&str]) -> Router {
+        let channels: Vec<crate::notify::ChannelSettings> = toml::from_str::<toml::Table>(
+            "[[c]]\nkind = \"file\"\nname = \"mail\"\ndir = \"out\"\nfrom = \"qa@x.test\"\n",
+        )
+        .unwrap()["c"]
+            .clone()
+            .try_into()
+            .unwrap();
+        Router::new(
+            &NotifyConfig::default(),
+            &channels,
+            "Test Council",
+            jiff::tz::TimeZone::get("Europe/London").unwrap(),
+            digest_for
+                .iter()
+                .map(|id| Preference {
+                    staff_id: (*id).into(),
+                    daily_digest: true,
+                    channels: None,
+                })
+                .collect(),
+        )
+    }
+
+    fn person(id: &str, role: &str, manager: Option<&str>) -> Person {
+        Person {
+            record: StaffRecord {
+                staff_id: id.into(),
+                name: id.into(),
+                email: format!("{id}@x.test"),
+                roles: [role.to_owned()].into(),
+                line_manager_id: manager.map(Into::into),
+                team: "T".into(),
+                service: "S".into(),
+                locality: "L".into(),
+                chat_id: None,
+                start_date: None,
+            },
+            active_from: None,
+            left_on: None,
+        }
+    }
+
+    fn org() -> Org {
+        Org::new([
+            person("HOS", "head_of_service", None),
+            person("SL", "service_lead", Some("HOS")),
+            person("TM", "team_manager", Some("SL")),
+            person("PU1", "performance_unit", Some("HOS")),
+            person("PU2", "performance_unit", Some("HOS")),
+        ])
+    }
+
+    fn audit(id: i64, assignee: &str, due: Date) -> Assignment {
+        Assignment {
+            id,
+            activity_id: "file-audit".into(),
+            period_label: "2027-05".into(),
+            period_start: date(2027, 5, 1),
+            period_end: date(2027, 5, 31),
+            slot: assignee.into(),
+            assignee: assignee.into(),
+            subject: None,
+            trigger_id: None,
+            due,
+            status: crate::store::Status::Open,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            created_late: false,
+            completed_at: None,
+            completed_by: None,
+            note: None,
+        }
+    }
+
+    fn kinds_on(day: Date, open: &[Assignment], digest_for: &[&str]) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> =
+            daily_notices(&ctx(), &router(digest_for), &org(), open, day, false)
+                .into_iter()
+                .map(|n| (n.kind.as_str().to_owned(), n.recipient))
+                .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn reminders_due_today_chases_and_escalations_follow_the_defaults() {
+        // Due Friday 28 May 2027 (31 May is a bank holiday).
+        let open = [audit(1, "TM", date(2027, 5, 28))];
+        let tm = |k: &str| vec![(k.to_owned(), "TM".to_owned())];
+        assert_eq!(
+            kinds_on(date(2027, 5, 21), &open, &[]),
+            tm("reminder"),
+            "5 working days before"
+        );
+        assert_eq!(kinds_on(date(2027, 5, 24), &open, &[]), vec![]);
+        assert_eq!(
+            kinds_on(date(2027, 5, 27), &open, &[]),
+            tm("reminder"),
+            "1 working day before"
+        );
+        assert_eq!(kinds_on(date(2027, 5, 28), &open, &[]), tm("due_today"));
+        // Overdue working days: Tue 1 Jun = 1 (chase), 4 Jun = 4 (chase), 7 Jun = 5 (escalate).
+        assert_eq!(kinds_on(date(2027, 6, 1), &open, &[]), tm("chase"));
+        assert_eq!(kinds_on(date(2027, 6, 2), &open, &[]), vec![]);
+        assert_eq!(kinds_on(date(2027, 6, 4), &open, &[]), tm("chase"));
+        assert_eq!(
+            kinds_on(date(2027, 6, 7), &open, &[]),
+            vec![("escalation".into(), "SL".into())]
+        );
+        // 14 June = 10 working days overdue: chase (10 = 1 + 3×3) and both escalation levels.
+        assert_eq!(
+            kinds_on(date(2027, 6, 14), &open, &[]),
+            vec![
+                ("chase".into(), "TM".into()),
+                ("escalation".into(), "HOS".into()),
+                ("escalation".into(), "SL".into())
+            ]
+        );
+        assert_eq!(
+            kinds_on(date(2027, 5, 29), &open, &[]),
+            vec![],
+            "nothing on a Saturday"
+        );
+    }
+
+    #[test]
+    fn role_work_notifies_every_holder_and_posts_once_for_the_role() {
+        let mut a = audit(2, "role:performance_unit", date(2027, 5, 28));
+        a.activity_id = "performance-data".into();
+        let notices = daily_notices(&ctx(), &router(&[]), &org(), &[a], date(2027, 5, 28), false);
+        let recipients: Vec<&str> = notices.iter().map(|n| n.recipient.as_str()).collect();
+        assert_eq!(recipients, vec!["PU1", "PU2"]);
+        assert!(
+            notices
+                .iter()
+                .all(|n| n.post_as.as_deref() == Some("role:performance_unit"))
+        );
+    }
+
+    #[test]
+    fn a_digest_person_gets_one_digest_and_never_an_empty_one() {
+        let open = [
+            audit(1, "TM", date(2027, 5, 28)),
+            audit(3, "TM", date(2027, 5, 21)),
+        ];
+        // 28 May: one due today, one 5 working days overdue (chase? 5-1=4, not a multiple of 3).
+        let notices = daily_notices(
+            &ctx(),
+            &router(&["TM"]),
+            &org(),
+            &open,
+            date(2027, 5, 28),
+            false,
+        );
+        let digest: Vec<_> = notices.iter().filter(|n| n.kind == Kind::Digest).collect();
+        assert_eq!(digest.len(), 1);
+        assert_eq!(
+            digest[0].context.items.len(),
+            1,
+            "only today's notices go in the digest"
+        );
+        assert!(notices.iter().all(|n| n.kind != Kind::DueToday));
+        let quiet = daily_notices(
+            &ctx(),
+            &router(&["TM"]),
+            &org(),
+            &open[..1],
+            date(2027, 5, 24),
+            false,
+        );
+        assert!(quiet.is_empty(), "no digest on a day with nothing to say");
+    }
+
+    #[test]
+    fn catch_up_sends_one_summary_per_person_and_folds_escalations() {
+        let open = [
+            audit(1, "TM", date(2027, 5, 14)),
+            audit(3, "TM", date(2027, 6, 30)),
+        ];
+        let notices = daily_notices(&ctx(), &router(&[]), &org(), &open, date(2027, 6, 14), true);
+        let sent: Vec<_> = notices.iter().filter(|n| !n.suppressed).collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            (sent[0].kind, sent[0].recipient.as_str()),
+            (Kind::CatchUp, "TM")
+        );
+        assert_eq!(sent[0].context.items.len(), 2);
+        assert!(
+            notices
+                .iter()
+                .filter(|n| n.suppressed)
+                .all(|n| n.kind == Kind::Escalation)
+        );
+    }
+
+    #[test]
+    fn routed_rows_have_deterministic_keys_and_wait_for_working_hours() {
+        let r = router(&[]);
+        let open = [audit(1, "TM", date(2027, 5, 28))];
+        let notices = daily_notices(&ctx(), &r, &org(), &open, date(2027, 5, 21), false);
+        // Decided at 06:00 London (05:00 UTC, BST) on Friday 21 May.
+        let now: jiff::Timestamp = "2027-05-21T05:00:00Z".parse().unwrap();
+        let rows = r.route(&notices, &org(), &ctx().calendar, now);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key, "reminder:a1:2027-05-21:TM:mail");
+        assert_eq!(
+            rows[0].not_before,
+            "2027-05-21T07:00:00Z".parse().unwrap(),
+            "08:00 BST"
+        );
+        // Decided at 19:00 on a Friday: held until Monday 08:00.
+        let late: jiff::Timestamp = "2027-05-21T18:00:00Z".parse().unwrap();
+        assert_eq!(
+            r.next_working_moment(late, &ctx().calendar),
+            "2027-05-24T07:00:00Z".parse().unwrap()
+        );
+        let again = r.route(&notices, &org(), &ctx().calendar, now);
+        assert_eq!(again[0].key, rows[0].key);
+    }
+
+    #[test]
+    fn the_slt_digest_goes_out_five_working_days_before_the_review() {
+        let c = ctx();
+        let r = router(&[]);
+        let org = Org::new([
+            person("D1", "slt", None),
+            person("TM", "team_manager", Some("D1")),
+        ]);
+        // The Jun–Jul review is due Fri 30 July 2027; 5 working days before is Fri 23 July.
+        let open = [audit(1, "TM", date(2027, 5, 28))];
+        assert!(slt_digest(&c, &r, &org, &open, date(2027, 7, 22), None).is_none());
+        let (notices, total) = slt_digest(&c, &r, &org, &open, date(2027, 7, 23), Some(3)).unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices[0].context.previous_total, Some(3));
+        assert_eq!(notices[0].context.groups[0].teams[0].items[0].id, 1);
+    }
+}
