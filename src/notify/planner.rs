@@ -154,7 +154,7 @@ pub fn daily_notices(
     today: Date,
     catch_up: bool,
 ) -> Vec<Notice> {
-    if !ctx.calendar.is_working_day(today) {
+    if !ctx.calendar.is_working_day(today) && !catch_up {
         return Vec::new();
     }
     let mut notices = Vec::new();

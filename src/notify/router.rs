@@ -62,6 +62,8 @@ pub struct Router {
     pub tz: TimeZone,
     /// Working hours, local.
     pub hours: (Time, Time),
+    /// Whether to hold messages outside working hours at all.
+    pub hold: bool,
     /// Configured channels.
     pub channels: Vec<ChannelInfo>,
     /// Routes; empty means every kind to every personal channel.
@@ -90,6 +92,7 @@ impl Router {
                 parse(&config.working_hours_start),
                 parse(&config.working_hours_end),
             ),
+            hold: config.hold_outside_working_hours,
             channels: channels
                 .iter()
                 .map(|c| ChannelInfo {
@@ -168,6 +171,9 @@ impl Router {
 
     /// The first moment at or after `now` inside working hours on a working day.
     pub fn next_working_moment(&self, now: Timestamp, calendar: &Calendar) -> Timestamp {
+        if !self.hold {
+            return now;
+        }
         let local = now.to_zoned(self.tz.clone());
         let (start, end) = self.hours;
         if calendar.is_working_day(local.date()) && local.time() >= start && local.time() < end {

@@ -109,6 +109,9 @@ pub struct NotifyConfig {
     pub working_hours_start: String,
     /// Working hours end (local `HH:MM`).
     pub working_hours_end: String,
+    /// Hold messages outside working hours and days (the default); the example configuration
+    /// turns this off so a first run shows mail at once.
+    pub hold_outside_working_hours: bool,
     /// Attempts before a message is dead and an admin alert goes out.
     pub max_attempts: u32,
     /// First retry delay in seconds; doubles each attempt (with jitter), up to `backoff_max_seconds`.
@@ -133,6 +136,7 @@ impl Default for NotifyConfig {
             templates_dir: None,
             working_hours_start: "08:00".into(),
             working_hours_end: "18:00".into(),
+            hold_outside_working_hours: true,
             max_attempts: 8,
             backoff_base_seconds: 60,
             backoff_max_seconds: 6 * 3600,
