@@ -1,63 +1,868 @@
-//! Notification templates (minijinja). Placeholder until the template work lands: renders a
-//! plain summary so the dispatcher can be built and tested.
+//! Notification templates: the words of every message, as minijinja templates a council can
+//! override file by file.
+//!
+//! Each [`Kind`] has three templates: `{kind}.subject.j2` (one line; whitespace is collapsed and
+//! it is cut at 150 characters), `{kind}.txt.j2` (plain text, also the chat fallback) and
+//! `{kind}.html.j2` (HTML; values are escaped automatically). The defaults ship in
+//! `config/templates/` and are compiled into the binary, so qaloop works without that folder. A
+//! folder of overrides replaces the default of the same file name and nothing else; a file there
+//! that is not one of the thirty names is reported, since a misspelt override would otherwise be
+//! ignored in silence.
+//!
+//! [`Templates::load`] reports every syntax error with its file and line; [`Templates::check`]
+//! renders every template against [`sample_context`] so that a template that names a missing
+//! variable is a configuration error at start (`qaloop check`), not a failed notification later.
+//!
+//! # Template variables
+//!
+//! Every template sees the same variables, whatever its kind; those a kind does not use are empty
+//! lists or `none`. A misspelt variable is an error, not an empty string.
+//!
+//! | Variable | Meaning |
+//! |---|---|
+//! | `kind` | the kind's name: `new_assignment`, `reminder`, `due_today`, `chase`, `escalation`, `digest`, `slt_digest`, `catch_up`, `test`, `admin_alert` |
+//! | `organisation` | the organisation's name from `qaloop.toml` |
+//! | `base_url` | qaloop's web address, without a trailing slash |
+//! | `recipient` | the recipient's staff id (or the channel name for a channel post) |
+//! | `today` | the date the notification was decided on, `YYYY-MM-DD` |
+//! | `items` | the work it is about: one item for single notices, several for digests |
+//! | `about` | escalations: the staff id whose work is overdue |
+//! | `level` | escalations: `1` for the line manager, `2` for the next manager up |
+//! | `groups` | senior-leadership digest: overdue work by service, each with `service`, `count` and `teams`; each team has `team` and `items`, oldest first |
+//! | `total` | senior-leadership digest: overdue items now |
+//! | `previous_total` | senior-leadership digest: overdue items at the previous digest; `none` for the first |
+//! | `failure` | admin alerts: `outbox_id`, `kind`, `channel`, `recipient` (staff id), `attempts`, `error` |
+//!
+//! Each item has `id`, `activity` (its id, `file-audit`), `title` (`Case file audit`), `period`
+//! (`2027-05`), `due` (`2027-05-28`), `due_long` (`Friday 28 May 2027`), `days_until_due`
+//! (working days, `0` on the day, `none` once overdue), `days_overdue` (working days, `none` while
+//! not overdue), `assignee` (a staff id or `role:NAME`), `subject` (whose work a moderation is
+//! about, or `none`) and `link`.
+//!
+//! Besides minijinja's built-in filters there is `plural`: `{{ n|plural("working day") }}` gives
+//! `1 working day` or `3 working days`; a second argument gives an irregular plural. Block tags on
+//! a line of their own leave no blank line behind (`trim_blocks` and `lstrip_blocks` are on), and
+//! runs of blank lines in the plain text are collapsed to one.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 use super::Kind;
-use super::context::TemplateContext;
-use crate::problem::Problems;
+use super::context::{Failure, Group, Item, TeamGroup, TemplateContext};
+use crate::problem::{Problem, Problems};
 
-/// A rendered notification.
+/// The longest subject, in characters; longer ones are cut with an ellipsis.
+const SUBJECT_MAX_CHARS: usize = 150;
+
+/// `(file name, source)` of each shipped template, for every kind and part.
+macro_rules! built_in {
+    ($($kind:literal),* $(,)?) => {
+        [$(
+            (
+                concat!($kind, ".subject.j2"),
+                include_str!(concat!("../../config/templates/", $kind, ".subject.j2")),
+            ),
+            (
+                concat!($kind, ".txt.j2"),
+                include_str!(concat!("../../config/templates/", $kind, ".txt.j2")),
+            ),
+            (
+                concat!($kind, ".html.j2"),
+                include_str!(concat!("../../config/templates/", $kind, ".html.j2")),
+            ),
+        )*]
+    };
+}
+
+/// The shipped templates, compiled in so a missing `config/templates/` folder still works.
+const BUILT_IN: [(&str, &str); 30] = built_in!(
+    "new_assignment",
+    "reminder",
+    "due_today",
+    "chase",
+    "escalation",
+    "digest",
+    "slt_digest",
+    "catch_up",
+    "test",
+    "admin_alert",
+);
+
+/// The three templates of a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Subject,
+    Text,
+    Html,
+}
+
+impl Part {
+    const ALL: [Part; 3] = [Part::Subject, Part::Text, Part::Html];
+
+    /// The template's file name for `kind`: `reminder.subject.j2`.
+    fn file_name(self, kind: Kind) -> String {
+        let suffix = match self {
+            Part::Subject => "subject",
+            Part::Text => "txt",
+            Part::Html => "html",
+        };
+        format!("{}.{suffix}.j2", kind.as_str())
+    }
+
+    /// Turns raw template output into what a channel sends.
+    fn tidy(self, raw: &str) -> String {
+        match self {
+            Part::Subject => tidy_subject(raw),
+            Part::Text => tidy_text(raw),
+            Part::Html => raw.trim().to_owned() + "\n",
+        }
+    }
+}
+
+/// A message's words, ready to put in a [`super::Message`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
-    /// One-line subject.
+    /// One line, at most 150 characters.
     pub subject: String,
-    /// Plain text.
+    /// Plain text, ending in one newline.
     pub text: String,
-    /// HTML.
+    /// An HTML document.
     pub html: String,
 }
 
-/// Why a template failed to render.
+/// Why a template could not be rendered.
 #[derive(Debug, thiserror::Error)]
-#[error("template {file}: {message}")]
-pub struct TemplateError {
-    /// The template file.
-    pub file: String,
-    /// What went wrong.
-    pub message: String,
+pub enum TemplateError {
+    /// The template failed while rendering: an undefined variable, a filter given the wrong type.
+    #[error("cannot render template {}: {error}", .template.display())]
+    Render {
+        /// The override file, or the built-in template's name.
+        template: PathBuf,
+        /// What minijinja reported, with the line.
+        error: minijinja::Error,
+    },
 }
 
-/// The loaded templates.
-#[derive(Debug, Clone, Default)]
-pub struct Templates;
+/// Every notification template, compiled, with a council's overrides in place of the defaults.
+#[derive(Debug)]
+pub struct Templates {
+    /// The compiled templates. `'static` because every source is either compiled in or owned.
+    env: Environment<'static>,
+    /// Where each overridden template was read from, so errors name the council's file; a name
+    /// missing here is a built-in template.
+    overrides: BTreeMap<String, PathBuf>,
+}
 
 impl Templates {
-    /// Loads the defaults, overridden by files in `dir`.
-    pub fn load(_dir: Option<&Path>) -> Result<Templates, Problems> {
-        Ok(Templates)
+    /// Compiles the built-in templates, each replaced by the file of the same name in `dir` when
+    /// there is one. Reports every syntax error (file and line), unreadable file, and file in
+    /// `dir` that is not a template qaloop uses. `dir`, when given, must exist: a configured
+    /// folder that is missing means the council's wording would silently not be used.
+    pub fn load(dir: Option<&Path>) -> Result<Templates, Problems> {
+        let mut problems = Problems::default();
+        let mut sources: BTreeMap<String, String> = BUILT_IN
+            .iter()
+            .map(|(name, source)| ((*name).to_owned(), (*source).to_owned()))
+            .collect();
+        let mut overrides = BTreeMap::new();
+        if let Some(dir) = dir {
+            for (name, path, read) in read_overrides(dir, &mut problems) {
+                match read {
+                    Ok(source) => {
+                        sources.insert(name.clone(), source);
+                        overrides.insert(name, path);
+                    }
+                    Err(error) => problems.push(Problem::new(
+                        &path,
+                        "",
+                        format!("cannot read the template: {error}"),
+                    )),
+                }
+            }
+        }
+
+        let mut env = environment();
+        for (name, source) in sources {
+            if let Err(error) = env.add_template_owned(name.clone(), source) {
+                let file = origin(&overrides, &name);
+                problems.push(problem_at(
+                    &file,
+                    &error,
+                    format!("template syntax error: {}", describe(&error)),
+                ));
+            }
+        }
+        problems.into_result(Templates { env, overrides })
     }
 
-    /// Renders `kind` for `ctx`.
+    /// Renders the subject, text and HTML of a `kind` message.
     pub fn render(&self, kind: Kind, ctx: &TemplateContext) -> Result<Rendered, TemplateError> {
-        let lines: Vec<String> = ctx
-            .items
-            .iter()
-            .map(|i| format!("{} ({}) due {} {}", i.title, i.period, i.due, i.link))
-            .collect();
         Ok(Rendered {
-            subject: format!(
-                "{} {}",
-                kind.as_str(),
-                ctx.items.first().map(|i| i.title.as_str()).unwrap_or("")
-            ),
-            text: lines.join("\n"),
-            html: format!("<p>{}</p>", lines.join("<br>")),
+            subject: self.render_part(kind, Part::Subject, ctx)?,
+            text: self.render_part(kind, Part::Text, ctx)?,
+            html: self.render_part(kind, Part::Html, ctx)?,
         })
     }
 
-    /// Renders every template against sample data.
+    /// Renders every template against [`sample_context`] for its kind, and reports each one that
+    /// fails, or whose subject or text comes out empty, as a problem naming the template's file.
     pub fn check(&self) -> Problems {
-        Problems::default()
+        let mut problems = Problems::default();
+        for kind in Kind::ALL {
+            let ctx = sample_context(kind);
+            for part in Part::ALL {
+                match self.render_part(kind, part, &ctx) {
+                    Err(TemplateError::Render { template, error }) => {
+                        problems.push(problem_at(
+                            &template,
+                            &error,
+                            format!(
+                                "cannot render the sample {} message: {}",
+                                kind.as_str(),
+                                describe(&error)
+                            ),
+                        ));
+                    }
+                    Ok(out) if part != Part::Html && out.trim().is_empty() => {
+                        let what = if part == Part::Subject {
+                            "subject"
+                        } else {
+                            "text"
+                        };
+                        problems.push(Problem::new(
+                            &origin(&self.overrides, &part.file_name(kind)),
+                            "",
+                            format!(
+                                "the {what} of the sample {} message is empty; every message \
+                                 needs a {what}",
+                                kind.as_str()
+                            ),
+                        ));
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        problems
+    }
+
+    /// Renders one template and tidies its output.
+    fn render_part(
+        &self,
+        kind: Kind,
+        part: Part,
+        ctx: &TemplateContext,
+    ) -> Result<String, TemplateError> {
+        let name = part.file_name(kind);
+        self.env
+            .get_template(&name)
+            .and_then(|template| template.render(ctx))
+            .map(|raw| part.tidy(&raw))
+            .map_err(|error| TemplateError::Render {
+                template: origin(&self.overrides, &name),
+                error,
+            })
+    }
+}
+
+/// The environment every template is compiled in.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html.j2") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.add_filter("plural", plural);
+    env
+}
+
+/// `{{ n|plural("working day") }}`: `1 working day`, `3 working days`.
+fn plural(n: i64, singular: &str, plural: Option<&str>) -> String {
+    if n == 1 {
+        format!("{n} {singular}")
+    } else {
+        match plural {
+            Some(plural) => format!("{n} {plural}"),
+            None => format!("{n} {singular}s"),
+        }
+    }
+}
+
+/// The override files in `dir`: `(template name, path, contents)` for each known name found.
+/// Reports a missing folder and any `.j2` file that is not a known template name.
+fn read_overrides(
+    dir: &Path,
+    problems: &mut Problems,
+) -> Vec<(String, PathBuf, std::io::Result<String>)> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            problems.push(Problem::new(
+                dir,
+                "",
+                format!(
+                    "cannot read the templates folder: {error}; create it, or remove the setting \
+                     to use the built-in templates"
+                ),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.is_file())
+        .collect();
+    paths.sort();
+
+    let mut found = Vec::new();
+    for path in paths {
+        let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+            continue;
+        };
+        if !name.ends_with(".j2") {
+            continue;
+        }
+        if BUILT_IN.iter().any(|(known, _)| *known == name) {
+            let read = fs::read_to_string(&path);
+            found.push((name.to_owned(), path, read));
+        } else {
+            problems.push(Problem::new(
+                &path,
+                "",
+                "not a template qaloop uses, so it would be ignored; name it KIND.subject.j2, \
+                 KIND.txt.j2 or KIND.html.j2, where KIND is one of new_assignment, reminder, \
+                 due_today, chase, escalation, digest, slt_digest, catch_up, test, admin_alert",
+            ));
+        }
+    }
+    found
+}
+
+/// The file a template came from: the override's path, or the built-in template's name.
+fn origin(overrides: &BTreeMap<String, PathBuf>, name: &str) -> PathBuf {
+    overrides
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(format!("built-in {name}")))
+}
+
+/// A problem in `file` at the line minijinja reported.
+fn problem_at(file: &Path, error: &minijinja::Error, message: String) -> Problem {
+    let location = error
+        .line()
+        .map(|line| format!("line {line}"))
+        .unwrap_or_default();
+    Problem::new(file, location, message)
+}
+
+/// What went wrong, without minijinja's `(in file:line)` suffix (the problem carries those).
+fn describe(error: &minijinja::Error) -> String {
+    match error.detail() {
+        Some(detail) => format!("{}: {detail}", error.kind()),
+        None => error.kind().to_string(),
+    }
+}
+
+/// One line, whitespace collapsed, at most [`SUBJECT_MAX_CHARS`] characters.
+fn tidy_subject(raw: &str) -> String {
+    let line = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= SUBJECT_MAX_CHARS {
+        return line;
+    }
+    let mut cut: String = line.chars().take(SUBJECT_MAX_CHARS - 1).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    cut
+}
+
+/// Trailing spaces removed, runs of blank lines collapsed to one, one final newline.
+fn tidy_text(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut blank_run = false;
+    for line in raw.trim().lines().map(str::trim_end) {
+        if line.is_empty() {
+            if !blank_run {
+                out.push('\n');
+            }
+            blank_run = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+            blank_run = false;
+        }
+    }
+    out
+}
+
+/// A realistic but fictional context of `kind`, for [`Templates::check`] and previews: staff ids,
+/// activity titles from the default schedule, May 2027 dates. No names, no email addresses.
+pub fn sample_context(kind: Kind) -> TemplateContext {
+    const BASE_URL: &str = "https://qaloop.council.example";
+    let item = |id: i64, activity: &str, title: &str, period: &str, due: (&str, &str)| Item {
+        id,
+        activity: activity.to_owned(),
+        title: title.to_owned(),
+        period: period.to_owned(),
+        due: due.0.to_owned(),
+        due_long: due.1.to_owned(),
+        assignee: "S0012".to_owned(),
+        link: format!("{BASE_URL}/assignments/{id}"),
+        ..Item::default()
+    };
+    let due_soon = Item {
+        days_until_due: Some(4),
+        ..item(
+            101,
+            "file-audit",
+            "Case file audit",
+            "2027-05",
+            ("2027-05-28", "Friday 28 May 2027"),
+        )
+    };
+    let due_today = Item {
+        days_until_due: Some(0),
+        subject: Some("S0031".to_owned()),
+        ..item(
+            102,
+            "audit-moderation",
+            "Moderation of a case file audit",
+            "2027-04",
+            ("2027-05-24", "Monday 24 May 2027"),
+        )
+    };
+    let overdue = Item {
+        days_overdue: Some(15),
+        ..item(
+            95,
+            "direct-observation",
+            "Direct observation of practice",
+            "2027-04",
+            ("2027-04-30", "Friday 30 April 2027"),
+        )
+    };
+    let escalated = Item {
+        days_overdue: Some(5),
+        subject: Some("S0031".to_owned()),
+        ..item(
+            97,
+            "audit-moderation",
+            "Moderation of a case file audit",
+            "2027-04",
+            ("2027-05-17", "Monday 17 May 2027"),
+        )
+    };
+    let held_by = |assignee: &str, item: &Item| Item {
+        assignee: assignee.to_owned(),
+        ..item.clone()
+    };
+
+    let mut ctx = TemplateContext {
+        organisation: "Example Council Children's Services".to_owned(),
+        base_url: BASE_URL.to_owned(),
+        recipient: "S0012".to_owned(),
+        today: "2027-05-24".to_owned(),
+        ..TemplateContext::new(kind)
+    };
+    match kind {
+        Kind::NewAssignment | Kind::Reminder => ctx.items = vec![due_soon],
+        Kind::DueToday => ctx.items = vec![due_today],
+        Kind::Chase => ctx.items = vec![overdue],
+        Kind::Escalation => {
+            ctx.recipient = "S0007".to_owned();
+            ctx.about = Some("S0012".to_owned());
+            ctx.level = Some(1);
+            ctx.items = vec![escalated];
+        }
+        Kind::Digest => ctx.items = vec![overdue, due_today, due_soon],
+        Kind::CatchUp => ctx.items = vec![overdue, due_soon],
+        Kind::SltDigest => {
+            let data_pack = Item {
+                days_overdue: Some(10),
+                assignee: "role:performance_unit".to_owned(),
+                ..item(
+                    98,
+                    "performance-data",
+                    "Monthly performance data pack",
+                    "2027-05",
+                    ("2027-05-10", "Monday 10 May 2027"),
+                )
+            };
+            ctx.recipient = "S0001".to_owned();
+            ctx.groups = vec![
+                Group {
+                    service: "Child Protection".to_owned(),
+                    count: 2,
+                    teams: vec![
+                        TeamGroup {
+                            team: "South Child Protection 1".to_owned(),
+                            items: vec![held_by("S0012", &overdue)],
+                        },
+                        TeamGroup {
+                            team: "South Child Protection 3".to_owned(),
+                            items: vec![held_by("S0020", &escalated)],
+                        },
+                    ],
+                },
+                Group {
+                    service: "Directorate".to_owned(),
+                    count: 1,
+                    teams: vec![TeamGroup {
+                        team: "Performance Unit".to_owned(),
+                        items: vec![data_pack],
+                    }],
+                },
+            ];
+            ctx.total = Some(3);
+            ctx.previous_total = Some(5);
+        }
+        Kind::Test => {}
+        Kind::AdminAlert => {
+            ctx.recipient = "admin".to_owned();
+            ctx.failure = Some(Failure {
+                outbox_id: 4711,
+                kind: "chase".to_owned(),
+                channel: "council-smtp".to_owned(),
+                recipient: "S0012".to_owned(),
+                attempts: 8,
+                error: "temporary failure: connection refused by smtp.council.example:587"
+                    .to_owned(),
+            });
+        }
+    }
+    ctx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FOOTER: &str =
+        "This is an automated message from qaloop for Example Council Children's Services.";
+
+    fn built_in() -> Templates {
+        Templates::load(None).expect("the shipped templates compile")
+    }
+
+    /// A folder holding `files`, for override tests.
+    fn override_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, source) in files {
+            fs::write(dir.path().join(name), source).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn every_kind_has_its_three_shipped_templates() {
+        for kind in Kind::ALL {
+            for part in Part::ALL {
+                let name = part.file_name(kind);
+                assert!(
+                    BUILT_IN.iter().any(|(known, _)| *known == name),
+                    "{name} is not shipped"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_shipped_template_renders_for_every_kind_sample() {
+        let templates = built_in();
+
+        let problems = templates.check();
+
+        assert!(problems.is_empty(), "{problems}");
+        for kind in Kind::ALL {
+            let out = templates.render(kind, &sample_context(kind)).unwrap();
+            assert!(!out.subject.is_empty(), "{kind:?} subject");
+            assert!(!out.subject.contains('\n'), "{kind:?} subject");
+            assert!(out.text.ends_with(&format!("{FOOTER}\n")), "{kind:?} text");
+            assert!(out.html.starts_with("<!DOCTYPE html>"), "{kind:?} html");
+            assert!(
+                out.html.contains(
+                    "This is an automated message from qaloop for Example \
+                     Council Children&#x27;s Services."
+                ),
+                "{kind:?} html"
+            );
+        }
+    }
+
+    #[test]
+    fn single_notices_say_what_and_when_and_end_with_the_link_then_the_footer() {
+        let templates = built_in();
+
+        let reminder = templates
+            .render(Kind::Reminder, &sample_context(Kind::Reminder))
+            .unwrap();
+        let chase = templates
+            .render(Kind::Chase, &sample_context(Kind::Chase))
+            .unwrap();
+
+        assert_eq!(
+            reminder.subject,
+            "Reminder: Case file audit (2027-05) due Friday 28 May 2027"
+        );
+        assert!(reminder.text.ends_with(&format!(
+            "Open it in qaloop: https://qaloop.council.example/assignments/101\n\n{FOOTER}\n"
+        )));
+        assert!(reminder.text.contains("in 4 working days"));
+        assert_eq!(
+            chase.subject,
+            "Overdue: Direct observation of practice (2027-04) was due Friday 30 April 2027, \
+             15 working days ago"
+        );
+    }
+
+    #[test]
+    fn escalation_says_why_the_recipient_is_told() {
+        let templates = built_in();
+        let mut ctx = sample_context(Kind::Escalation);
+
+        let first = templates.render(Kind::Escalation, &ctx).unwrap();
+        ctx.level = Some(2);
+        let second = templates.render(Kind::Escalation, &ctx).unwrap();
+
+        assert_eq!(first.subject, "Escalation: overdue work for S0012");
+        assert!(first.text.contains("as their line manager"));
+        assert!(second.text.contains("as the next manager up"));
+        assert!(second.html.contains("as the next manager up"));
+    }
+
+    #[test]
+    fn digest_lists_overdue_and_due_soon_work_in_sections() {
+        let out = built_in()
+            .render(Kind::Digest, &sample_context(Kind::Digest))
+            .unwrap();
+
+        assert_eq!(out.subject, "Your QA work: 1 overdue, 2 due soon");
+        let overdue = out.text.find("Overdue (1)").unwrap();
+        let soon = out.text.find("Due soon (2)").unwrap();
+        let observation = out.text.find("Direct observation of practice").unwrap();
+        let audit = out.text.find("Case file audit (2027-05)").unwrap();
+        assert!(overdue < observation && observation < soon && soon < audit);
+        assert!(out.html.contains("<table>"));
+    }
+
+    #[test]
+    fn admin_alert_names_the_failure_and_the_retry_command() {
+        let out = built_in()
+            .render(Kind::AdminAlert, &sample_context(Kind::AdminAlert))
+            .unwrap();
+
+        for expected in [
+            "Outbox id: 4711",
+            "Kind: chase",
+            "Channel: council-smtp",
+            "Recipient (staff id): S0012",
+            "Attempts: 8",
+            "Error: temporary failure: connection refused",
+            "qaloop outbox retry 4711",
+        ] {
+            assert!(out.text.contains(expected), "missing {expected:?}");
+        }
+        assert!(out.html.contains("qaloop outbox retry 4711"));
+    }
+
+    #[test]
+    fn slt_digest_shows_services_teams_counts_and_the_change() {
+        let templates = built_in();
+        let mut ctx = sample_context(Kind::SltDigest);
+
+        let out = templates.render(Kind::SltDigest, &ctx).unwrap();
+        ctx.previous_total = None;
+        let first = templates.render(Kind::SltDigest, &ctx).unwrap();
+
+        assert_eq!(
+            out.subject,
+            "Senior leadership digest: 3 overdue items, down 2 since the last digest"
+        );
+        for expected in [
+            "Total overdue: 3",
+            "Down 2 since the last digest",
+            "Child Protection: 2 overdue",
+            "South Child Protection 1: 1 overdue",
+            "South Child Protection 3: 1 overdue",
+            "Directorate: 1 overdue",
+            "Performance Unit: 1 overdue",
+            "held by role:performance_unit",
+        ] {
+            assert!(out.text.contains(expected), "text lacks {expected:?}");
+        }
+        for expected in [
+            "Child Protection: 2 overdue",
+            "South Child Protection 3: 1 overdue",
+        ] {
+            assert!(out.html.contains(expected), "html lacks {expected:?}");
+        }
+        assert!(first.subject.ends_with("(first digest)"));
+        assert!(first.text.contains("This is the first digest"));
+    }
+
+    #[test]
+    fn no_rendered_sample_contains_an_at_sign() {
+        let templates = built_in();
+
+        for kind in Kind::ALL {
+            let out = templates.render(kind, &sample_context(kind)).unwrap();
+
+            for (part, body) in [
+                ("subject", &out.subject),
+                ("text", &out.text),
+                ("html", &out.html),
+            ] {
+                assert!(!body.contains('@'), "{kind:?} {part} contains an @");
+            }
+        }
+    }
+
+    #[test]
+    fn html_escapes_a_value_and_text_does_not() {
+        let mut ctx = sample_context(Kind::Reminder);
+        ctx.items[0].title = "<script>alert(1)</script>".to_owned();
+
+        let out = built_in().render(Kind::Reminder, &ctx).unwrap();
+
+        assert!(out.html.contains("&lt;script&gt;"));
+        assert!(!out.html.contains("<script>"));
+        assert!(out.text.contains("<script>alert(1)</script>"));
+        assert!(out.subject.contains("<script>alert(1)</script>"));
+    }
+
+    #[test]
+    fn syntax_errors_in_overrides_are_all_reported_with_file_and_line() {
+        let dir = override_dir(&[
+            ("reminder.txt.j2", "Hello\n\nDue {{ items[0].due_long \n"),
+            ("chase.html.j2", "<p>\n{% if %}\n</p>\n"),
+        ]);
+
+        let problems = Templates::load(Some(dir.path())).unwrap_err();
+
+        assert_eq!(problems.0.len(), 2, "{problems}");
+        let chase = &problems.0[0];
+        assert_eq!(chase.file, dir.path().join("chase.html.j2"));
+        assert_eq!(chase.location, "line 2");
+        assert!(chase.message.starts_with("template syntax error"));
+        let reminder = &problems.0[1];
+        assert_eq!(reminder.file, dir.path().join("reminder.txt.j2"));
+        assert_eq!(reminder.location, "line 3");
+    }
+
+    #[test]
+    fn an_override_replaces_only_its_own_template() {
+        let dir = override_dir(&[(
+            "reminder.subject.j2",
+            "Please do {{ items[0].title }} by {{ items[0].due_long }}",
+        )]);
+        let ctx = sample_context(Kind::Reminder);
+
+        let custom = Templates::load(Some(dir.path())).unwrap();
+        let out = custom.render(Kind::Reminder, &ctx).unwrap();
+        let default = built_in().render(Kind::Reminder, &ctx).unwrap();
+
+        assert_eq!(
+            out.subject,
+            "Please do Case file audit by Friday 28 May 2027"
+        );
+        assert_eq!(out.text, default.text);
+        assert_eq!(out.html, default.html);
+        assert!(custom.check().is_empty());
+    }
+
+    #[test]
+    fn strict_undefined_makes_a_misspelt_variable_an_error() {
+        let dir = override_dir(&[("reminder.txt.j2", "{% for item in itemz %}{% endfor %}\n")]);
+        let templates = Templates::load(Some(dir.path())).unwrap();
+
+        let problems = templates.check();
+        let rendered = templates.render(Kind::Reminder, &sample_context(Kind::Reminder));
+
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert_eq!(problems.0[0].file, dir.path().join("reminder.txt.j2"));
+        assert_eq!(problems.0[0].location, "line 1");
+        assert!(problems.0[0].message.contains("undefined"));
+        let Err(TemplateError::Render { template, .. }) = rendered else {
+            panic!("rendered {rendered:?}");
+        };
+        assert_eq!(template, dir.path().join("reminder.txt.j2"));
+    }
+
+    #[test]
+    fn printing_a_misspelt_variable_is_an_error() {
+        let dir = override_dir(&[("test.subject.j2", "Hello {{ itemz }}")]);
+        let templates = Templates::load(Some(dir.path())).unwrap();
+
+        let problems = templates.check();
+
+        assert_eq!(problems.0.len(), 1, "{problems}");
+        assert_eq!(problems.0[0].file, dir.path().join("test.subject.j2"));
+    }
+
+    #[test]
+    fn an_empty_subject_or_text_is_a_problem() {
+        let dir = override_dir(&[("chase.subject.j2", "  \n"), ("digest.txt.j2", "")]);
+        let templates = Templates::load(Some(dir.path())).unwrap();
+
+        let problems = templates.check();
+
+        let files: Vec<_> = problems.0.iter().map(|p| p.file.clone()).collect();
+        assert_eq!(
+            files,
+            [
+                dir.path().join("chase.subject.j2"),
+                dir.path().join("digest.txt.j2")
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_file_or_a_missing_folder_is_a_problem() {
+        let dir = override_dir(&[("remider.txt.j2", "typo"), ("README.md", "notes")]);
+        let missing = dir.path().join("nowhere");
+
+        let unknown = Templates::load(Some(dir.path())).unwrap_err();
+        let absent = Templates::load(Some(&missing)).unwrap_err();
+
+        assert_eq!(unknown.0.len(), 1, "{unknown}");
+        assert_eq!(unknown.0[0].file, dir.path().join("remider.txt.j2"));
+        assert_eq!(absent.0.len(), 1);
+        assert_eq!(absent.0[0].file, missing);
+    }
+
+    #[test]
+    fn a_subject_is_one_line_of_at_most_150_characters() {
+        let dir = override_dir(&[(
+            "test.subject.j2",
+            "  Line one\n  line   two {% for _ in range(40) %} word{% endfor %}\n",
+        )]);
+        let templates = Templates::load(Some(dir.path())).unwrap();
+
+        let out = templates
+            .render(Kind::Test, &sample_context(Kind::Test))
+            .unwrap();
+
+        assert!(out.subject.starts_with("Line one line two word word"));
+        assert!(out.subject.chars().count() <= 150);
+        assert!(out.subject.ends_with(" w…"));
+    }
+
+    #[test]
+    fn templates_can_be_shared_between_tasks() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Templates>();
+    }
+
+    #[test]
+    fn plain_text_keeps_at_most_one_blank_line() {
+        assert_eq!(tidy_text("\n\na  \n\n\n\nb\n\n"), "a\n\nb\n");
     }
 }
