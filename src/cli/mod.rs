@@ -318,7 +318,13 @@ fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
             .map_err(|p| problems.0.extend(p.0))
             .ok()
     });
-    let (Some(ctx), Some(staff)) = (ctx, staff) else {
+    let templates = crate::notify::templates::Templates::load(settings.notify.templates_dir.as_deref())
+        .map_err(|p| problems.0.extend(p.0))
+        .ok();
+    if let Some(templates) = &templates {
+        problems.0.extend(templates.check().0);
+    }
+    let (Some(ctx), Some(staff), true) = (ctx, staff, problems.is_empty()) else {
         return Err(Failure::config(problems));
     };
     let today = ctx.today(now);
