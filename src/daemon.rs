@@ -48,6 +48,9 @@ pub enum ServeError {
     /// The trigger could not be set up.
     #[error("scheduler: {0}")]
     Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
+    /// Channels or templates are misconfigured.
+    #[error("{0}")]
+    Config(crate::problem::Problems),
 }
 
 impl ServeError {
@@ -56,6 +59,7 @@ impl ServeError {
         match self {
             ServeError::AlreadyRunning(_) => 75, // EX_TEMPFAIL: try again once the other stops
             ServeError::LockFile(..) => 73,      // EX_CANTCREAT
+            ServeError::Config(_) => 78,         // EX_CONFIG
             _ => 1,
         }
     }
@@ -185,20 +189,23 @@ pub async fn serve(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let dispatcher = crate::notify::registry::build_dispatcher(&settings).map_err(ServeError::Config)?;
     let _lock = lock_sqlite(&settings.database.url)?;
     let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
     store.migrate().await?;
     tracing::info!(backend = store.backend_name(), "qaloop serve starting");
 
     let pass = |label: &'static str| {
-        let (store, settings, ctx, clock) = (&store, &settings, &ctx, &clock);
+        let (store, settings, ctx, clock, dispatcher) = (&store, &settings, &ctx, &clock, dispatcher.as_ref());
         async move {
             let now = clock.now();
-            match run_pass(store, settings, ctx, now).await {
+            match run_pass(store, settings, ctx, dispatcher, now).await {
                 Ok(report) => tracing::info!(
                     trigger = label,
                     created = report.reconcile.created,
                     late = report.reconcile.created_late,
+                    queued = report.notices.queued,
+                    sent = report.dispatch.as_ref().map_or(0, |d| d.sent),
                     "pass complete"
                 ),
                 Err(e) => {
@@ -246,6 +253,11 @@ pub async fn serve(
         } else if mtime != staff_mtime {
             staff_mtime = mtime;
             pass("staff-file").await;
+        } else if let Some(dispatcher) = &dispatcher {
+            // Between passes: send what working hours released and what is due a retry.
+            if let Err(e) = dispatcher.dispatch(&store, now.timestamp()).await {
+                tracing::error!(error = %e, "dispatch failed; will retry at the next wake-up");
+            }
         }
     }
     tracing::info!("shutting down");

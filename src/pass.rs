@@ -23,6 +23,10 @@ pub struct PassReport {
     pub staff_problems: Option<Problems>,
     /// The reconcile.
     pub reconcile: ReconcileReport,
+    /// Today's notification decision.
+    pub notices: crate::notify::daily::DecisionReport,
+    /// What was sent, when notifications are configured.
+    pub dispatch: Option<crate::notify::dispatcher::DispatchReport>,
 }
 
 /// Why a pass failed.
@@ -61,11 +65,12 @@ pub async fn sync_staff_file(
     Ok((Some(report), None))
 }
 
-/// Staff sync, then reconcile, at `now`.
+/// Staff sync, reconcile, today's notices, then sending, at `now`.
 pub async fn run_pass(
     store: &Store,
     settings: &Settings,
     ctx: &Context,
+    dispatcher: Option<&crate::notify::dispatcher::Dispatcher>,
     now: Timestamp,
 ) -> Result<PassReport, PassError> {
     let (staff, staff_problems) = sync_staff_file(store, settings, ctx, now).await?;
@@ -84,9 +89,16 @@ pub async fn run_pass(
         );
     }
     let reconcile = reconcile(store, ctx, now).await?;
+    let notices = crate::notify::daily::decide(store, ctx, now).await?;
+    let dispatch = match dispatcher {
+        Some(d) => Some(d.dispatch(store, now).await?),
+        None => None,
+    };
     Ok(PassReport {
         staff,
         staff_problems,
         reconcile,
+        notices,
+        dispatch,
     })
 }

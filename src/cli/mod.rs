@@ -91,6 +91,57 @@ pub enum Command {
     },
     /// Run the daemon.
     Serve,
+    /// Inspect and re-queue notifications.
+    Outbox {
+        /// What to do with the outbox.
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+    /// Notification operations.
+    Notify {
+        /// What to do.
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
+}
+
+/// `qaloop outbox …`
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List notifications, newest first.
+    List {
+        /// Only this status.
+        #[arg(long, value_enum)]
+        status: Option<crate::store::OutboxStatus>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Re-queue a dead (or failed) notification for immediate sending.
+    Retry {
+        /// Outbox row id.
+        id: i64,
+        /// The moment of the retry [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
+}
+
+/// `qaloop notify …`
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test message to a person through each configured channel and report each result.
+    Test {
+        /// Staff id of the recipient.
+        #[arg(long, value_name = "STAFF_ID")]
+        to: String,
+        /// Only this channel.
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
+    },
 }
 
 /// `qaloop staff …`
@@ -291,6 +342,10 @@ async fn run(cli: Cli) -> Outcome {
         Command::Plan { from, to, format } => plan(config, from, to, format),
         Command::Tick { now } => tick(config, now_or_clock(now)).await,
         Command::Assignments { command } => assignments(config, command).await,
+        Command::Outbox { command } => outbox(config, command).await,
+        Command::Notify {
+            command: NotifyCommand::Test { to, channel },
+        } => notify_test(config, &to, channel.as_deref()).await,
         Command::Serve => {
             let loaded = load(config, "info")?;
             crate::daemon::serve(
@@ -469,7 +524,8 @@ fn plan(config: Option<&std::path::Path>, from: Date, to: Date, format: Format) 
 async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     let loaded = load(config, "warn")?;
     let store = open_store(&loaded.settings).await?;
-    let report = crate::pass::run_pass(&store, &loaded.settings, &loaded.ctx, now)
+    let dispatcher = crate::notify::registry::build_dispatcher(&loaded.settings).map_err(Failure::config)?;
+    let report = crate::pass::run_pass(&store, &loaded.settings, &loaded.ctx, dispatcher.as_ref(), now)
         .await
         .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
     if let Some(problems) = &report.staff_problems {
@@ -491,6 +547,13 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     );
     for (activity, period, count) in &r.periods {
         println!("  {activity} {period}: {count}");
+    }
+    if report.notices.queued > 0 {
+        let mode = if report.notices.catch_up { " (catch-up summaries)" } else { "" };
+        println!("notifications: {} queued{mode}", report.notices.queued);
+    }
+    if let Some(d) = &report.dispatch {
+        println!("sent {}, retrying {}, dead {}", d.sent, d.retrying, d.dead);
     }
     Ok(())
 }
@@ -649,5 +712,77 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
             print(&rows, format, &["at", "event", "actor", "detail"])?;
             Ok(())
         }
+    }
+}
+
+async fn outbox(config: Option<&std::path::Path>, command: OutboxCommand) -> Outcome {
+    let loaded = load(config, "warn")?;
+    let store = open_store(&loaded.settings).await?;
+    match command {
+        OutboxCommand::List { status, limit, format } => {
+            let rows = store.outbox(status, limit).await?;
+            print(
+                &rows,
+                format,
+                &["id", "status", "kind", "channel", "recipient", "assignment_id", "attempts", "not_before", "last_error"],
+            )?;
+            Ok(())
+        }
+        OutboxCommand::Retry { id, now } => {
+            if store.retry(id, now_or_clock(now)).await? {
+                println!("outbox row {id} re-queued; the daemon (or `qaloop tick`) will send it");
+                Ok(())
+            } else {
+                match store.outbox_row(id).await? {
+                    None => Err(Failure::new(exit::DATAERR, format!("no outbox row has id {id}"))),
+                    Some(row) => Err(Failure::new(
+                        exit::FAILURE,
+                        format!("outbox row {id} is {}; only dead or failed rows can be retried", row.status.as_str()),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+async fn notify_test(config: Option<&std::path::Path>, to: &str, channel: Option<&str>) -> Outcome {
+    let loaded = load(config, "warn")?;
+    let Some(dispatcher) = crate::notify::registry::build_dispatcher(&loaded.settings).map_err(Failure::config)? else {
+        return Err(Failure::new(exit::CONFIG, "no [[channels]] are configured"));
+    };
+    let store = open_store(&loaded.settings).await?;
+    let org = Org::new(store.people().await?);
+    let Some(person) = org.get(to).filter(|p| p.is_current()) else {
+        return Err(Failure::new(exit::DATAERR, format!("`{to}` is not a current member of staff (import the staff file first)")));
+    };
+    let now = SystemClock.now();
+    let mut context = crate::notify::context::TemplateContext::new(crate::notify::Kind::Test);
+    context.organisation = loaded.settings.organisation.name.clone();
+    context.base_url = loaded.settings.notify.base_url.trim_end_matches('/').to_owned();
+    context.recipient = to.to_owned();
+    context.today = loaded.ctx.today(now).to_string();
+    let recipient = crate::notify::Recipient {
+        staff_id: to.to_owned(),
+        email: Some(person.record.email.clone()),
+        chat_id: person.record.chat_id.clone(),
+    };
+    let results = dispatcher
+        .send_test(recipient, &context, channel, now)
+        .await
+        .map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let mut failed = 0;
+    for (name, outcome) in &results {
+        match outcome {
+            Ok(()) => println!("{name}: sent"),
+            Err(e) => {
+                failed += 1;
+                println!("{name}: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        Err(Failure::new(exit::FAILURE, format!("{failed} of {} channels failed", results.len())))
+    } else {
+        Ok(())
     }
 }

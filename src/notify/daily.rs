@@ -43,16 +43,19 @@ pub async fn decide(
     if last.is_some_and(|l| l >= today) {
         return Ok(DecisionReport::default());
     }
-    let catch_up = match last {
-        None => true,
-        Some(last) => ctx.calendar.working_days_between(last, today) > 1,
-    };
     let open = store
         .assignments(&AssignmentFilter {
             statuses: vec![Status::Open],
             ..Default::default()
         })
         .await?;
+    // Catch-up: working days were missed, or this is the first decision on a database that
+    // already has work (a first start part-way through a year). A fresh start at a period's
+    // beginning has only just-announced work and needs no summary.
+    let catch_up = match last {
+        None => open.iter().any(|a| a.created_late || ctx.today(a.created_at) < today),
+        Some(last) => ctx.calendar.working_days_between(last, today) > 1,
+    };
     let org = Org::new(store.people().await?);
     let mut notices = daily_notices(ctx, router, &org, &open, today, catch_up);
     let previous: Option<u32> = store

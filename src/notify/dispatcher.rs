@@ -265,6 +265,50 @@ impl Dispatcher {
         }))
     }
 
+    /// `qaloop notify test`: renders a test message for `recipient` and sends it through each
+    /// channel (or the one named) at once, bypassing the outbox so the operator sees each
+    /// channel's answer. Returns (channel, outcome) pairs in name order.
+    pub async fn send_test(
+        &self,
+        recipient: Recipient,
+        context: &TemplateContext,
+        only: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<(String, Result<(), DeliveryError>)>, String> {
+        let rendered = self.templates.render(Kind::Test, context).map_err(|e| e.to_string())?;
+        let mut names: Vec<&String> = self.channels.keys().filter(|n| only.is_none_or(|o| o == n.as_str())).collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(match only {
+                Some(name) => format!("no channel is named `{name}`"),
+                None => "no channels are configured".to_owned(),
+            });
+        }
+        let mut results = Vec::new();
+        for name in names {
+            let channel = &self.channels[name];
+            let message = Message {
+                key: format!("test:{}:{}:{name}", now.as_millisecond(), recipient.staff_id),
+                kind: Kind::Test,
+                recipient: recipient.clone(),
+                subject: rendered.subject.clone(),
+                text: rendered.text.clone(),
+                html: rendered.html.clone(),
+                link: Some(context.base_url.clone()),
+                calendar: None,
+            };
+            let outcome = if channel.reaches(&recipient) {
+                channel.deliver(&message).await
+            } else {
+                Err(DeliveryError::Permanent {
+                    reason: format!("channel cannot reach {} (no address)", recipient.staff_id),
+                })
+            };
+            results.push((name.clone(), outcome));
+        }
+        Ok(results)
+    }
+
     /// The admin alert about a dead row (none for alerts themselves: no loops).
     fn alert_for(&self, row: &OutboxRow, error: &str, now: Timestamp) -> Vec<NewOutbox> {
         let Some((channel, _)) = &self.admin else {

@@ -15,6 +15,7 @@ pub mod dispatcher;
 pub mod email;
 pub mod message;
 pub mod planner;
+pub mod registry;
 pub mod router;
 pub mod settings;
 pub mod templates;

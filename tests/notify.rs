@@ -1,0 +1,352 @@
+//! Notifications end to end: the engine decides, the outbox holds, the dispatcher sends to a
+//! real SMTP server (or HTTP server) on loopback. Every case runs on SQLite and PostgreSQL.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use jiff::civil::{Date, date};
+use jiff::{Timestamp, ToSpan};
+use qaloop::engine::{Context, complete, reconcile, import_staff};
+use qaloop::notify::dispatcher::{Dispatcher, RetryPolicy};
+use qaloop::notify::router::Router;
+use qaloop::notify::settings::NotifyConfig;
+use qaloop::notify::templates::Templates;
+use qaloop::notify::{Channel, ChannelSettings};
+use qaloop::store::{AssignmentFilter, OutboxStatus, Status};
+use support::org::{at, context, small_org};
+use support::smtp::{Options, SmtpServer};
+use support::store::TestDb;
+
+/// A store, the engine configured with one SMTP channel, and the loopback SMTP server.
+struct Harness {
+    db: TestDb,
+    ctx: Context,
+    dispatcher: Dispatcher,
+    smtp: SmtpServer,
+}
+
+fn smtp_channel(port: u16) -> ChannelSettings {
+    toml::from_str(&format!(
+        "kind = \"email\"\nname = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\n\
+         from = \"QA schedule <qa@example-council.test>\"\ntimeout_seconds = 5\n"
+    ))
+    .unwrap()
+}
+
+async fn harness(db: TestDb, options: Options, config: NotifyConfig, start: Date) -> Harness {
+    let smtp = SmtpServer::start(options).await;
+    let settings = smtp_channel(smtp.port());
+    let mut ctx = context();
+    ctx.start_date = Some(start);
+    ctx.router = Some(Router::new(&config, &[settings.clone()], "Example Council", ctx.tz.clone(), vec![]));
+    let ChannelSettings::Email(email) = &settings else { unreachable!() };
+    let channel: Arc<dyn Channel> = Arc::new(qaloop::notify::email::SmtpChannel::new(email, std::path::Path::new(".")).unwrap());
+    let dispatcher = Dispatcher::new(
+        [("email".to_owned(), channel)].into(),
+        Arc::new(Templates::load(None).unwrap()),
+        RetryPolicy::from_config(&config),
+        config.admin_channel.clone().map(|c| (c, config.admin_address.clone())),
+    );
+    let now = at("2027-03-31T12:00:00Z");
+    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now).await.unwrap();
+    Harness { db, ctx, dispatcher, smtp }
+}
+
+impl Harness {
+    /// One daemon pass at `now`: reconcile, decide today's notices, send.
+    async fn pass(&self, now: Timestamp) {
+        reconcile(&self.db.store, &self.ctx, now).await.unwrap();
+        qaloop::notify::daily::decide(&self.db.store, &self.ctx, now).await.unwrap();
+        self.dispatcher.dispatch(&self.db.store, now).await.unwrap();
+    }
+
+    fn local(&self, day: Date, hour: i8) -> Timestamp {
+        day.at(hour, 0, 0, 0).to_zoned(self.ctx.tz.clone()).unwrap().timestamp()
+    }
+
+    /// Received mail as (to, kind, Message-ID).
+    fn mail(&self) -> Vec<(String, String, String)> {
+        self.smtp
+            .received()
+            .iter()
+            .map(|m| {
+                let id = header(&m.data, "Message-ID").unwrap_or_default();
+                let kind = id.trim_start_matches('<').split([':', '.', '-']).next().unwrap_or("").to_owned();
+                (m.rcpt_to.join(","), kind, id)
+            })
+            .collect()
+    }
+
+    async fn outbox(&self, status: OutboxStatus) -> Vec<qaloop::store::OutboxRow> {
+        self.db.store.outbox(Some(status), 100_000).await.unwrap()
+    }
+}
+
+fn header(data: &str, name: &str) -> Option<String> {
+    let prefix = format!("{}:", name.to_lowercase());
+    data.lines()
+        .take_while(|l| !l.is_empty())
+        .find(|l| l.to_lowercase().starts_with(&prefix))
+        .map(|l| l[prefix.len()..].trim().to_owned())
+}
+
+/// The start of the `Message-ID` the email channel derives from an outbox key.
+fn id_prefix(key: &str) -> String {
+    format!("<{}-", key.replace(':', "-"))
+}
+
+fn email(id: &str) -> String {
+    format!("{}@example-council.test", id.to_lowercase())
+}
+
+both_backends!(
+    a_year_of_notifications_matches_the_schedule_exactly,
+    mail_waits_for_working_hours,
+    a_relay_down_for_three_days_delivers_everything_once_in_order,
+    a_permanent_rejection_goes_dead_and_alerts_the_admin,
+    a_crash_between_sending_and_recording_duplicates_at_most_once,
+    completing_or_reassigning_work_cancels_its_pending_notices,
+    downtime_produces_one_summary_per_person_not_a_burst,
+);
+
+async fn a_year_of_notifications_matches_the_schedule_exactly(db: TestDb) {
+    let h = harness(db, Options::default(), NotifyConfig::default(), date(2027, 4, 1)).await;
+    let cal = &h.ctx.calendar;
+    let end = date(2028, 3, 31);
+
+    // TM1 completes each file audit at noon on the day of its first reminder; nobody else
+    // completes anything.
+    let mut day = date(2027, 4, 1);
+    while day <= end {
+        for hour in [7, 10, 16] {
+            h.pass(h.local(day, hour)).await;
+            if hour == 10 {
+                let open = h
+                    .db
+                    .store
+                    .assignments(&AssignmentFilter {
+                        statuses: vec![Status::Open],
+                        assignees: vec!["TM1".into()],
+                        activity_id: Some("file-audit".into()),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                for a in open.iter().filter(|a| cal.nth_working_day_before(a.due, 5) == day) {
+                    complete(&h.db.store, &h.ctx, a.id, "TM1", None, h.local(day, 12)).await.unwrap();
+                }
+            }
+        }
+        day = day.tomorrow().unwrap();
+    }
+
+    // Nothing twice: every Message-ID is unique.
+    let mail = h.mail();
+    let ids: HashSet<&str> = mail.iter().map(|(_, _, id)| id.as_str()).collect();
+    assert_eq!(ids.len(), mail.len(), "a message arrived twice");
+
+    // Nothing outside working hours on working days.
+    for row in h.outbox(OutboxStatus::Sent).await {
+        let local = row.sent_at.unwrap().to_zoned(h.ctx.tz.clone());
+        assert!(cal.is_working_day(local.date()), "sent on a non-working day: {}", row.key);
+        assert!((8..18).contains(&local.hour()), "sent at {local}: {}", row.key);
+    }
+
+    let count = |to: &str, kind: &str| mail.iter().filter(|(t, k, _)| t == &email(to) && k == kind).count();
+    // An independent count of what the defaults promise, from the final state.
+    let all = h.db.store.assignments(&AssignmentFilter::default()).await.unwrap();
+    let overdue_days = |due: Date| cal.working_days_between(due, end);
+    let tm1_observations: Vec<_> = all.iter().filter(|a| a.assignee == "TM1" && a.activity_id == "direct-observation").collect();
+    let expected_chases: usize = tm1_observations.iter().map(|a| overdue_days(a.due).div_ceil(3) as usize).sum();
+    assert_eq!(count("TM1", "new_assignment"), 24, "12 audits + 12 observations");
+    assert_eq!(count("TM1", "reminder"), 12 + 24, "audits: 5 days before only (then done); observations: 5 and 1");
+    assert_eq!(count("TM1", "due_today"), 12, "observations only");
+    assert_eq!(count("TM1", "chase"), expected_chases);
+    assert_eq!(count("TM1", "escalation") + count("TM1", "digest") + count("TM1", "catch_up"), 0);
+
+    // SL1: its own quarterly work and one moderation per completed audit; an escalation for
+    // each of its team managers' items five or more working days overdue.
+    let moderations = all.iter().filter(|a| a.activity_id == "audit-moderation").count();
+    assert_eq!(moderations, 12);
+    assert_eq!(count("SL1", "new_assignment"), 8 + 12);
+    let escalated = all
+        .iter()
+        .filter(|a| (a.assignee == "TM1" || a.assignee == "TM2") && a.status == Status::Open && overdue_days(a.due) >= 5)
+        .count();
+    assert_eq!(count("SL1", "escalation"), escalated);
+    // The director (slt) gets the six bi-monthly closing-the-loop digests.
+    assert_eq!(count("DIR", "slt_digest"), 6);
+}
+
+async fn mail_waits_for_working_hours(db: TestDb) {
+    let h = harness(db, Options::default(), NotifyConfig::default(), date(2027, 5, 1)).await;
+
+    // Saturday 1 May 2027, 00:30: May's work is created; Monday 3 May is a bank holiday.
+    h.pass(h.local(date(2027, 5, 1), 0) + 30.minutes()).await;
+    h.pass(h.local(date(2027, 5, 3), 12)).await;
+    assert!(h.smtp.received().is_empty(), "held over the weekend and the bank holiday");
+    h.pass(h.local(date(2027, 5, 4), 7)).await;
+    assert!(h.smtp.received().is_empty(), "held until 08:00");
+
+    h.pass(h.local(date(2027, 5, 4), 8)).await;
+
+    let mail = h.mail();
+    assert!(!mail.is_empty());
+    assert!(mail.iter().all(|(_, kind, _)| kind == "new_assignment"), "{mail:?}");
+    assert_eq!(mail.iter().filter(|(to, _, _)| to == &email("TM1")).count(), 2);
+}
+
+async fn a_relay_down_for_three_days_delivers_everything_once_in_order(db: TestDb) {
+    let config = NotifyConfig { max_attempts: 30, ..NotifyConfig::default() };
+    let mut h = harness(db, Options::default(), config, date(2027, 5, 1)).await;
+    h.smtp.stop().await;
+
+    // Down from Tuesday 4 May to Thursday 6 May; passes every hour in working hours.
+    for day in [date(2027, 5, 4), date(2027, 5, 5), date(2027, 5, 6)] {
+        for hour in 8..18 {
+            h.pass(h.local(day, hour)).await;
+        }
+    }
+    let failed = h.outbox(OutboxStatus::Failed).await;
+    assert!(!failed.is_empty());
+    assert!(failed.iter().all(|r| r.attempts >= 2), "retried while down");
+    assert!(h.outbox(OutboxStatus::Dead).await.is_empty(), "nothing given up");
+
+    h.smtp.restart().await;
+    h.pass(h.local(date(2027, 5, 7), 10)).await;
+
+    let sent = h.outbox(OutboxStatus::Sent).await;
+    assert_eq!(sent.len(), failed.len());
+    let received = h.mail();
+    assert_eq!(received.len(), sent.len(), "each delivered once");
+    let mut by_id: Vec<_> = sent.iter().map(|r| (r.id, id_prefix(&r.key))).collect();
+    by_id.sort();
+    let received_ids: Vec<String> = h
+        .smtp
+        .received()
+        .iter()
+        .map(|m| header(&m.data, "Message-ID").unwrap())
+        .collect();
+    for ((_, prefix), id) in by_id.iter().zip(&received_ids) {
+        assert!(id.starts_with(prefix.as_str()), "delivered out of queue order: {id} is not {prefix}…");
+    }
+}
+
+async fn a_permanent_rejection_goes_dead_and_alerts_the_admin(db: TestDb) {
+    let options = Options { rcpt_replies: vec![(email("TM2"), 550)], ..Options::default() };
+    let config = NotifyConfig {
+        admin_channel: Some("email".into()),
+        admin_address: Some("qa-team@example-council.test".into()),
+        ..NotifyConfig::default()
+    };
+    let h = harness(db, options, config, date(2027, 5, 1)).await;
+    h.pass(h.local(date(2027, 5, 1), 0) + 30.minutes()).await;
+
+    h.pass(h.local(date(2027, 5, 4), 9)).await;
+
+    let dead = h.outbox(OutboxStatus::Dead).await;
+    assert_eq!(dead.len(), 2, "TM2's two new-assignment mails");
+    assert!(dead.iter().all(|r| r.recipient == "TM2" && r.attempts == 1), "permanent: no retries");
+    assert!(dead[0].last_error.as_deref().unwrap_or("").contains("550"), "{:?}", dead[0].last_error);
+    let alerts: Vec<_> = h.mail().into_iter().filter(|(_, kind, _)| kind == "admin_alert").collect();
+    assert_eq!(alerts.len(), 2);
+    assert!(alerts.iter().all(|(to, _, _)| to == "qa-team@example-council.test"));
+
+    // The operator fixes the address and retries one.
+    assert!(h.db.store.retry(dead[0].id, h.local(date(2027, 5, 4), 10)).await.unwrap());
+    let row = h.db.store.outbox_row(dead[0].id).await.unwrap().unwrap();
+    assert_eq!((row.status, row.attempts), (OutboxStatus::Pending, 0));
+}
+
+async fn a_crash_between_sending_and_recording_duplicates_at_most_once(db: TestDb) {
+    let h = harness(db, Options::default(), NotifyConfig::default(), date(2027, 5, 1)).await;
+    h.pass(h.local(date(2027, 5, 1), 0) + 30.minutes()).await;
+    let now = h.local(date(2027, 5, 4), 9);
+    // A dispatcher claims the rows and sends the first, then dies before recording it.
+    let claimed = h.db.store.claim(now, now + 5.minutes(), 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let channel = qaloop::notify::email::SmtpChannel::new(
+        match &smtp_channel(h.smtp.port()) {
+            ChannelSettings::Email(e) => e,
+            _ => unreachable!(),
+        },
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let message = qaloop::notify::Message {
+        key: claimed[0].key.clone(),
+        kind: qaloop::notify::Kind::NewAssignment,
+        recipient: qaloop::notify::Recipient { staff_id: claimed[0].recipient.clone(), email: Some(email(&claimed[0].recipient)), chat_id: None },
+        subject: "s".into(),
+        text: "t".into(),
+        html: "<p>h</p>".into(),
+        link: None,
+        calendar: None,
+    };
+    channel.deliver(&message).await.unwrap();
+
+    // Before the lease runs out nobody resends it; after, it is sent once more.
+    h.dispatcher.dispatch(&h.db.store, now + 1.minute()).await.unwrap();
+    let total = h.outbox(OutboxStatus::Sent).await.len() + 1;
+    h.dispatcher.dispatch(&h.db.store, now + 6.minutes()).await.unwrap();
+
+    let sent = h.outbox(OutboxStatus::Sent).await;
+    assert_eq!(sent.len(), total, "nothing lost");
+    let prefix = id_prefix(&claimed[0].key);
+    let copies = h.mail().iter().filter(|(_, _, id)| id.starts_with(&prefix)).count();
+    assert!(copies <= 2, "at most one duplicate, got {copies}");
+    assert_eq!(h.mail().len(), sent.len() + 1);
+}
+
+async fn completing_or_reassigning_work_cancels_its_pending_notices(db: TestDb) {
+    let h = harness(db, Options::default(), NotifyConfig::default(), date(2027, 5, 1)).await;
+    // Created on Saturday: held until Tuesday.
+    h.pass(h.local(date(2027, 5, 1), 9)).await;
+    let pending = h.outbox(OutboxStatus::Pending).await;
+    let mut audit = None;
+    for row in pending.iter().filter(|r| r.recipient == "TM1") {
+        let a = h.db.store.assignment(row.assignment_id.unwrap()).await.unwrap();
+        if a.activity_id == "file-audit" {
+            audit = Some(row);
+        }
+    }
+    let audit = audit.expect("TM1's file audit was announced");
+    let id = audit.assignment_id.unwrap();
+
+    complete(&h.db.store, &h.ctx, id, "TM1", None, h.local(date(2027, 5, 1), 10)).await.unwrap();
+
+    let row = h.db.store.outbox_row(audit.id).await.unwrap().unwrap();
+    assert_eq!(row.status, OutboxStatus::Cancelled);
+    // The moderation it triggered is announced to the line manager.
+    let sl1: Vec<_> = h.outbox(OutboxStatus::Pending).await.into_iter().filter(|r| r.recipient == "SL1").collect();
+    assert!(sl1.iter().any(|r| r.kind == "new_assignment"));
+    let by_assignment: BTreeMap<i64, usize> = h
+        .outbox(OutboxStatus::Pending)
+        .await
+        .into_iter()
+        .filter_map(|r| r.assignment_id)
+        .fold(BTreeMap::new(), |mut m, id| {
+            *m.entry(id).or_default() += 1;
+            m
+        });
+    assert!(!by_assignment.contains_key(&id));
+}
+
+async fn downtime_produces_one_summary_per_person_not_a_burst(db: TestDb) {
+    let h = harness(db, Options::default(), NotifyConfig::default(), date(2027, 5, 1)).await;
+    h.pass(h.local(date(2027, 5, 4), 9)).await;
+    let before = h.mail().len();
+
+    // Off from 5 May to 21 June: June's work is created late and much is overdue.
+    h.pass(h.local(date(2027, 6, 21), 9)).await;
+
+    let after: Vec<_> = h.mail().into_iter().skip(before).collect();
+    let tm1: Vec<_> = after.iter().filter(|(to, _, _)| to == &email("TM1")).collect();
+    assert_eq!(tm1.len(), 1, "one summary, not a burst: {tm1:?}");
+    assert_eq!(tm1[0].1, "catch_up");
+    assert!(after.iter().all(|(_, kind, _)| kind == "catch_up"), "{after:?}");
+    let per_person: HashSet<&str> = after.iter().map(|(to, _, _)| to.as_str()).collect();
+    assert_eq!(per_person.len(), after.len());
+}
