@@ -429,8 +429,8 @@ impl Channel for SmtpChannel {
 impl Drop for SmtpChannel {
     fn drop(&mut self) {
         // lettre's pool spawns a Tokio task when it is dropped, which panics outside a runtime
-        // (a channel outliving `block_on` at exit). There, leak it: the process is ending and
-        // its sockets belong to a reactor that is already gone.
+        // (typically a channel outliving `block_on` at exit). There, leak it instead: at worst
+        // a few idle sockets stay open until the process ends.
         if tokio::runtime::Handle::try_current().is_err() {
             let slot = self
                 .transport
