@@ -105,34 +105,46 @@ pub fn build_email(
     from: &str,
     reply_to: Option<&str>,
 ) -> Result<lettre::Message, DeliveryError> {
-    let from = parse_mailbox(from).map_err(|reason| DeliveryError::Permanent {
-        reason: format!("From: {reason}"),
-    })?;
-    let reply_to =
-        reply_to
-            .map(parse_mailbox)
-            .transpose()
-            .map_err(|reason| DeliveryError::Permanent {
-                reason: format!("Reply-To: {reason}"),
-            })?;
-    compose(message, &from, reply_to.as_ref())
+    let sender =
+        Sender::parse(from, reply_to).map_err(|reason| DeliveryError::Permanent { reason })?;
+    compose(message, &sender)
 }
 
-/// [`build_email`] with the sender mailboxes already parsed (channels parse them once).
-fn compose(
-    message: &Message,
-    from: &Mailbox,
-    reply_to: Option<&Mailbox>,
-) -> Result<lettre::Message, DeliveryError> {
+/// Who an email is from: a channel's `from` and `reply_to`, parsed once when it is built.
+#[derive(Debug)]
+struct Sender {
+    /// `From:`.
+    from: Mailbox,
+    /// `Reply-To:`.
+    reply_to: Option<Mailbox>,
+}
+
+impl Sender {
+    /// Parses both mailboxes; the error starts with the bad setting's key (`from`, `reply_to`)
+    /// and does not echo the text.
+    fn parse(from: &str, reply_to: Option<&str>) -> Result<Self, String> {
+        let mailbox = |key: &str, text: &str| {
+            text.parse::<Mailbox>()
+                .map_err(|error| format!("{key}: not a valid mailbox ({error})"))
+        };
+        Ok(Self {
+            from: mailbox("from", from)?,
+            reply_to: reply_to.map(|text| mailbox("reply_to", text)).transpose()?,
+        })
+    }
+}
+
+/// [`build_email`] with the sender already parsed.
+fn compose(message: &Message, sender: &Sender) -> Result<lettre::Message, DeliveryError> {
     let to = recipient_mailbox(&message.recipient)?;
 
     let mut builder = lettre::Message::builder()
-        .from(from.clone())
+        .from(sender.from.clone())
         .to(to)
         .subject(message.subject.as_str())
         .message_id(Some(message_id(&message.key)))
         .header(AutoSubmitted);
-    if let Some(reply_to) = reply_to {
+    if let Some(reply_to) = &sender.reply_to {
         builder = builder.reply_to(reply_to.clone());
     }
 
@@ -173,12 +185,6 @@ fn recipient_mailbox(recipient: &Recipient) -> Result<Mailbox, DeliveryError> {
         ),
     })?;
     Ok(Mailbox::new(None, address))
-}
-
-/// Parses a configured mailbox; the error does not echo the text (it may be an address).
-fn parse_mailbox(text: &str) -> Result<Mailbox, String> {
-    text.parse::<Mailbox>()
-        .map_err(|error| format!("not a valid mailbox ({error})"))
 }
 
 /// `text/calendar; method=PUBLISH`: `REQUEST` would make Outlook treat it as an invitation.
@@ -255,10 +261,8 @@ impl Header for AutoSubmitted {
 pub struct SmtpChannel {
     /// `[[channels]] name`.
     name: String,
-    /// `From:`, parsed once when the channel is built.
-    from: Mailbox,
-    /// `Reply-To:`, parsed once when the channel is built.
-    reply_to: Option<Mailbox>,
+    /// `From:` and `Reply-To:`.
+    sender: Sender,
     /// Bound on one whole send: connect, TLS, AUTH, envelope and data.
     timeout: Duration,
     /// How to make a transport. Kept so a timed-out transport can be replaced (see `transport`).
@@ -280,13 +284,8 @@ impl SmtpChannel {
         let name = &settings.name;
         let bad = |key: &str, problem: String| format!("channels.{name}.{key}: {problem}");
 
-        let from = parse_mailbox(&settings.from).map_err(|e| bad("from", e))?;
-        let reply_to = settings
-            .reply_to
-            .as_deref()
-            .map(parse_mailbox)
-            .transpose()
-            .map_err(|e| bad("reply_to", e))?;
+        let sender = Sender::parse(&settings.from, settings.reply_to.as_deref())
+            .map_err(|e| format!("channels.{name}.{e}"))?;
         if settings.timeout_seconds == 0 {
             return Err(bad("timeout_seconds", "must be at least 1".to_owned()));
         }
@@ -338,8 +337,7 @@ impl SmtpChannel {
 
         Ok(Self {
             name: name.clone(),
-            from,
-            reply_to,
+            sender,
             timeout,
             builder,
             transport: Mutex::new(None),
@@ -406,7 +404,7 @@ impl Channel for SmtpChannel {
 
     fn deliver<'a>(&'a self, message: &'a Message) -> DeliverFuture<'a> {
         Box::pin(async move {
-            let email = compose(message, &self.from, self.reply_to.as_ref())?;
+            let email = compose(message, &self.sender)?;
             let transport = self.transport();
             match tokio::time::timeout(self.timeout, transport.send(email)).await {
                 Ok(Ok(_response)) => Ok(()),
@@ -491,10 +489,8 @@ pub struct FileChannel {
     name: String,
     /// The folder, already resolved against the config folder.
     dir: PathBuf,
-    /// `From:`, parsed once when the channel is built.
-    from: Mailbox,
-    /// `Reply-To:`, parsed once when the channel is built.
-    reply_to: Option<Mailbox>,
+    /// `From:` and `Reply-To:`.
+    sender: Sender,
 }
 
 impl FileChannel {
@@ -503,19 +499,12 @@ impl FileChannel {
     /// error names the setting: `channels.<name>.<key>: …`.
     pub fn new(settings: &FileSettings, base_dir: &Path) -> Result<Self, String> {
         let name = &settings.name;
-        let from =
-            parse_mailbox(&settings.from).map_err(|e| format!("channels.{name}.from: {e}"))?;
-        let reply_to = settings
-            .reply_to
-            .as_deref()
-            .map(parse_mailbox)
-            .transpose()
-            .map_err(|e| format!("channels.{name}.reply_to: {e}"))?;
+        let sender = Sender::parse(&settings.from, settings.reply_to.as_deref())
+            .map_err(|e| format!("channels.{name}.{e}"))?;
         Ok(Self {
             name: name.clone(),
             dir: base_dir.join(&settings.dir),
-            from,
-            reply_to,
+            sender,
         })
     }
 
@@ -536,7 +525,7 @@ impl Channel for FileChannel {
 
     fn deliver<'a>(&'a self, message: &'a Message) -> DeliverFuture<'a> {
         Box::pin(async move {
-            let bytes = compose(message, &self.from, self.reply_to.as_ref())?.formatted();
+            let bytes = compose(message, &self.sender)?.formatted();
             let path = self.path_for(&message.key);
             tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
                 .await
