@@ -127,21 +127,26 @@ impl Triggers {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal during start-up is not lost (nor fatal).
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -189,14 +194,16 @@ pub async fn serve(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let dispatcher = crate::notify::registry::build_dispatcher(&settings).map_err(ServeError::Config)?;
+    let dispatcher =
+        crate::notify::registry::build_dispatcher(&settings, &ctx).map_err(ServeError::Config)?;
     let _lock = lock_sqlite(&settings.database.url)?;
     let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
     store.migrate().await?;
     tracing::info!(backend = store.backend_name(), "qaloop serve starting");
 
     let pass = |label: &'static str| {
-        let (store, settings, ctx, clock, dispatcher) = (&store, &settings, &ctx, &clock, dispatcher.as_ref());
+        let (store, settings, ctx, clock, dispatcher) =
+            (&store, &settings, &ctx, &clock, dispatcher.as_ref());
         async move {
             let now = clock.now();
             match run_pass(store, settings, ctx, dispatcher, now).await {

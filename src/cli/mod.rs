@@ -373,9 +373,10 @@ fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
             .map_err(|p| problems.0.extend(p.0))
             .ok()
     });
-    let templates = crate::notify::templates::Templates::load(settings.notify.templates_dir.as_deref())
-        .map_err(|p| problems.0.extend(p.0))
-        .ok();
+    let templates =
+        crate::notify::templates::Templates::load(settings.notify.templates_dir.as_deref())
+            .map_err(|p| problems.0.extend(p.0))
+            .ok();
     if let Some(templates) = &templates {
         problems.0.extend(templates.check().0);
     }
@@ -524,10 +525,17 @@ fn plan(config: Option<&std::path::Path>, from: Date, to: Date, format: Format) 
 async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     let loaded = load(config, "warn")?;
     let store = open_store(&loaded.settings).await?;
-    let dispatcher = crate::notify::registry::build_dispatcher(&loaded.settings).map_err(Failure::config)?;
-    let report = crate::pass::run_pass(&store, &loaded.settings, &loaded.ctx, dispatcher.as_ref(), now)
-        .await
-        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+    let dispatcher = crate::notify::registry::build_dispatcher(&loaded.settings, &loaded.ctx)
+        .map_err(Failure::config)?;
+    let report = crate::pass::run_pass(
+        &store,
+        &loaded.settings,
+        &loaded.ctx,
+        dispatcher.as_ref(),
+        now,
+    )
+    .await
+    .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
     if let Some(problems) = &report.staff_problems {
         eprintln!("staff file not imported (the current staff list stays):\n{problems}");
     }
@@ -549,7 +557,11 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
         println!("  {activity} {period}: {count}");
     }
     if report.notices.queued > 0 {
-        let mode = if report.notices.catch_up { " (catch-up summaries)" } else { "" };
+        let mode = if report.notices.catch_up {
+            " (catch-up summaries)"
+        } else {
+            ""
+        };
         println!("notifications: {} queued{mode}", report.notices.queued);
     }
     if let Some(d) = &report.dispatch {
@@ -719,12 +731,26 @@ async fn outbox(config: Option<&std::path::Path>, command: OutboxCommand) -> Out
     let loaded = load(config, "warn")?;
     let store = open_store(&loaded.settings).await?;
     match command {
-        OutboxCommand::List { status, limit, format } => {
+        OutboxCommand::List {
+            status,
+            limit,
+            format,
+        } => {
             let rows = store.outbox(status, limit).await?;
             print(
                 &rows,
                 format,
-                &["id", "status", "kind", "channel", "recipient", "assignment_id", "attempts", "not_before", "last_error"],
+                &[
+                    "id",
+                    "status",
+                    "kind",
+                    "channel",
+                    "recipient",
+                    "assignment_id",
+                    "attempts",
+                    "not_before",
+                    "last_error",
+                ],
             )?;
             Ok(())
         }
@@ -734,10 +760,16 @@ async fn outbox(config: Option<&std::path::Path>, command: OutboxCommand) -> Out
                 Ok(())
             } else {
                 match store.outbox_row(id).await? {
-                    None => Err(Failure::new(exit::DATAERR, format!("no outbox row has id {id}"))),
+                    None => Err(Failure::new(
+                        exit::DATAERR,
+                        format!("no outbox row has id {id}"),
+                    )),
                     Some(row) => Err(Failure::new(
                         exit::FAILURE,
-                        format!("outbox row {id} is {}; only dead or failed rows can be retried", row.status.as_str()),
+                        format!(
+                            "outbox row {id} is {}; only dead or failed rows can be retried",
+                            row.status.as_str()
+                        ),
                     )),
                 }
             }
@@ -747,18 +779,28 @@ async fn outbox(config: Option<&std::path::Path>, command: OutboxCommand) -> Out
 
 async fn notify_test(config: Option<&std::path::Path>, to: &str, channel: Option<&str>) -> Outcome {
     let loaded = load(config, "warn")?;
-    let Some(dispatcher) = crate::notify::registry::build_dispatcher(&loaded.settings).map_err(Failure::config)? else {
+    let Some(dispatcher) = crate::notify::registry::build_dispatcher(&loaded.settings, &loaded.ctx)
+        .map_err(Failure::config)?
+    else {
         return Err(Failure::new(exit::CONFIG, "no [[channels]] are configured"));
     };
     let store = open_store(&loaded.settings).await?;
     let org = Org::new(store.people().await?);
     let Some(person) = org.get(to).filter(|p| p.is_current()) else {
-        return Err(Failure::new(exit::DATAERR, format!("`{to}` is not a current member of staff (import the staff file first)")));
+        return Err(Failure::new(
+            exit::DATAERR,
+            format!("`{to}` is not a current member of staff (import the staff file first)"),
+        ));
     };
     let now = SystemClock.now();
     let mut context = crate::notify::context::TemplateContext::new(crate::notify::Kind::Test);
     context.organisation = loaded.settings.organisation.name.clone();
-    context.base_url = loaded.settings.notify.base_url.trim_end_matches('/').to_owned();
+    context.base_url = loaded
+        .settings
+        .notify
+        .base_url
+        .trim_end_matches('/')
+        .to_owned();
     context.recipient = to.to_owned();
     context.today = loaded.ctx.today(now).to_string();
     let recipient = crate::notify::Recipient {
@@ -781,7 +823,10 @@ async fn notify_test(config: Option<&std::path::Path>, to: &str, channel: Option
         }
     }
     if failed > 0 {
-        Err(Failure::new(exit::FAILURE, format!("{failed} of {} channels failed", results.len())))
+        Err(Failure::new(
+            exit::FAILURE,
+            format!("{failed} of {} channels failed", results.len()),
+        ))
     } else {
         Ok(())
     }

@@ -53,7 +53,9 @@ pub async fn decide(
     // already has work (a first start part-way through a year). A fresh start at a period's
     // beginning has only just-announced work and needs no summary.
     let catch_up = match last {
-        None => open.iter().any(|a| a.created_late || ctx.today(a.created_at) < today),
+        None => open
+            .iter()
+            .any(|a| a.created_late || ctx.today(a.created_at) < today),
         Some(last) => ctx.calendar.working_days_between(last, today) > 1,
     };
     let org = Org::new(store.people().await?);

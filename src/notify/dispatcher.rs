@@ -79,6 +79,8 @@ pub struct Dispatcher {
     policy: RetryPolicy,
     /// Admin alerts: (channel, address for email channels).
     admin: Option<(String, Option<String>)>,
+    /// Nothing is sent outside these (and the calendar's working days); `None`: any time.
+    hours: Option<(super::router::WorkingHours, crate::calendar::Calendar)>,
 }
 
 enum Outcome {
@@ -101,7 +103,19 @@ impl Dispatcher {
             templates,
             policy,
             admin,
+            hours: None,
         }
+    }
+
+    /// Sends nothing outside working hours: rows queued in hours but not yet sent when they end
+    /// (a pass late in the day, a retry) wait for the next working morning.
+    pub fn with_working_hours(
+        mut self,
+        hours: super::router::WorkingHours,
+        calendar: crate::calendar::Calendar,
+    ) -> Self {
+        self.hours = Some((hours, calendar));
+        self
     }
 
     /// Sends everything ready at `now`, round after round until nothing is ready.
@@ -111,6 +125,11 @@ impl Dispatcher {
         now: Timestamp,
     ) -> Result<DispatchReport, StoreError> {
         let mut report = DispatchReport::default();
+        if let Some((hours, calendar)) = &self.hours
+            && !hours.contains(now, calendar)
+        {
+            return Ok(report);
+        }
         let mut org: Option<Org> = None;
         loop {
             let rows = store.claim(now, now + LEASE, BATCH).await?;
@@ -275,8 +294,15 @@ impl Dispatcher {
         only: Option<&str>,
         now: Timestamp,
     ) -> Result<Vec<(String, Result<(), DeliveryError>)>, String> {
-        let rendered = self.templates.render(Kind::Test, context).map_err(|e| e.to_string())?;
-        let mut names: Vec<&String> = self.channels.keys().filter(|n| only.is_none_or(|o| o == n.as_str())).collect();
+        let rendered = self
+            .templates
+            .render(Kind::Test, context)
+            .map_err(|e| e.to_string())?;
+        let mut names: Vec<&String> = self
+            .channels
+            .keys()
+            .filter(|n| only.is_none_or(|o| o == n.as_str()))
+            .collect();
         names.sort();
         if names.is_empty() {
             return Err(match only {
@@ -288,7 +314,11 @@ impl Dispatcher {
         for name in names {
             let channel = &self.channels[name];
             let message = Message {
-                key: format!("test:{}:{}:{name}", now.as_millisecond(), recipient.staff_id),
+                key: format!(
+                    "test:{}:{}:{name}",
+                    now.as_millisecond(),
+                    recipient.staff_id
+                ),
                 kind: Kind::Test,
                 recipient: recipient.clone(),
                 subject: rendered.subject.clone(),

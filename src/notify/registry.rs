@@ -48,24 +48,44 @@ pub fn load_templates(settings: &Settings) -> Result<Templates, Problems> {
 }
 
 /// The dispatcher for these settings, or `None` when no channels are configured.
-pub fn build_dispatcher(settings: &Settings) -> Result<Option<Dispatcher>, Problems> {
+pub fn build_dispatcher(
+    settings: &Settings,
+    ctx: &crate::engine::Context,
+) -> Result<Option<Dispatcher>, Problems> {
     if settings.channels.is_empty() {
         return Ok(None);
     }
     let mut problems = Problems::default();
-    let channels = build_channels(settings).map_err(|p| problems.0.extend(p.0)).ok();
-    let templates = load_templates(settings).map_err(|p| problems.0.extend(p.0)).ok();
+    let channels = build_channels(settings)
+        .map_err(|p| problems.0.extend(p.0))
+        .ok();
+    let templates = load_templates(settings)
+        .map_err(|p| problems.0.extend(p.0))
+        .ok();
     match (channels, templates) {
-        (Some(channels), Some(templates)) if problems.is_empty() => Ok(Some(Dispatcher::new(
-            channels,
-            Arc::new(templates),
-            RetryPolicy::from_config(&settings.notify),
-            settings
-                .notify
-                .admin_channel
-                .clone()
-                .map(|c| (c, settings.notify.admin_address.clone())),
-        ))),
+        (Some(channels), Some(templates)) if problems.is_empty() => Ok(Some(
+            Dispatcher::new(
+                channels,
+                Arc::new(templates),
+                RetryPolicy::from_config(&settings.notify),
+                settings
+                    .notify
+                    .admin_channel
+                    .clone()
+                    .map(|c| (c, settings.notify.admin_address.clone())),
+            )
+            .with_working_hours_of(ctx),
+        )),
         _ => Err(problems),
+    }
+}
+
+impl Dispatcher {
+    /// [`Dispatcher::with_working_hours`] from the engine context's router, when it has one.
+    pub fn with_working_hours_of(self, ctx: &crate::engine::Context) -> Self {
+        match &ctx.router {
+            Some(router) => self.with_working_hours(router.hours.clone(), ctx.calendar.clone()),
+            None => self,
+        }
     }
 }

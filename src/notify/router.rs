@@ -51,6 +51,49 @@ pub struct ChannelInfo {
     pub personal: bool,
 }
 
+/// When messages may go out: working hours on working days, in the organisation's zone.
+/// Messages are held, never dropped, outside them.
+#[derive(Debug, Clone)]
+pub struct WorkingHours {
+    /// The organisation's zone.
+    pub tz: TimeZone,
+    /// Start, local.
+    pub start: Time,
+    /// End, local (exclusive).
+    pub end: Time,
+    /// `false` sends at any hour (the example configuration).
+    pub hold: bool,
+}
+
+impl WorkingHours {
+    /// Whether a message may go out at `now`.
+    pub fn contains(&self, now: Timestamp, calendar: &Calendar) -> bool {
+        if !self.hold {
+            return true;
+        }
+        let local = now.to_zoned(self.tz.clone());
+        calendar.is_working_day(local.date())
+            && local.time() >= self.start
+            && local.time() < self.end
+    }
+
+    /// The first moment at or after `now` when a message may go out.
+    pub fn next(&self, now: Timestamp, calendar: &Calendar) -> Timestamp {
+        if self.contains(now, calendar) {
+            return now;
+        }
+        let local = now.to_zoned(self.tz.clone());
+        let mut day = local.date();
+        if !(calendar.is_working_day(day) && local.time() < self.start) {
+            day = calendar.nth_working_day_after(day, 1);
+        }
+        day.to_datetime(self.start)
+            .to_zoned(self.tz.clone())
+            .map(|z| z.timestamp())
+            .unwrap_or(now + 1.hour())
+    }
+}
+
 /// Everything routing needs, validated once.
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -58,12 +101,8 @@ pub struct Router {
     pub base_url: String,
     /// Organisation name, for templates.
     pub organisation: String,
-    /// The organisation's zone, for working hours.
-    pub tz: TimeZone,
-    /// Working hours, local.
-    pub hours: (Time, Time),
-    /// Whether to hold messages outside working hours at all.
-    pub hold: bool,
+    /// When messages may go out.
+    pub hours: WorkingHours,
     /// Configured channels.
     pub channels: Vec<ChannelInfo>,
     /// Routes; empty means every kind to every personal channel.
@@ -87,12 +126,12 @@ impl Router {
         Router {
             base_url: config.base_url.trim_end_matches('/').to_owned(),
             organisation: organisation.to_owned(),
-            tz,
-            hours: (
-                parse(&config.working_hours_start),
-                parse(&config.working_hours_end),
-            ),
-            hold: config.hold_outside_working_hours,
+            hours: WorkingHours {
+                tz,
+                start: parse(&config.working_hours_start),
+                end: parse(&config.working_hours_end),
+                hold: config.hold_outside_working_hours,
+            },
             channels: channels
                 .iter()
                 .map(|c| ChannelInfo {
@@ -171,22 +210,7 @@ impl Router {
 
     /// The first moment at or after `now` inside working hours on a working day.
     pub fn next_working_moment(&self, now: Timestamp, calendar: &Calendar) -> Timestamp {
-        if !self.hold {
-            return now;
-        }
-        let local = now.to_zoned(self.tz.clone());
-        let (start, end) = self.hours;
-        if calendar.is_working_day(local.date()) && local.time() >= start && local.time() < end {
-            return now;
-        }
-        let mut day = local.date();
-        if !(calendar.is_working_day(day) && local.time() < start) {
-            day = calendar.nth_working_day_after(day, 1);
-        }
-        day.to_datetime(start)
-            .to_zoned(self.tz.clone())
-            .map(|z| z.timestamp())
-            .unwrap_or(now + 1.hour())
+        self.hours.next(now, calendar)
     }
 
     /// Outbox rows for `notices`: one per recipient and channel; for chat channels, one post per
