@@ -173,13 +173,14 @@ where
     for<'a> i64: sqlx::Decode<'a, DB> + sqlx::Type<DB>,
     for<'a> Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> Option<String>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
     let mut queued = 0;
     for chunk in rows.chunks(CHUNK) {
         let mut qb: QueryBuilder<DB> = QueryBuilder::new(
             "INSERT INTO outbox (key, kind, channel, recipient, assignment_id, context, status, \
-             not_before, next_attempt_at, created_at) ",
+             not_before, next_attempt_at, created_at, last_error) ",
         );
         qb.push_values(chunk, |mut b, r| {
             let not_before = format_instant(r.not_before);
@@ -192,7 +193,11 @@ where
                 .push_bind(if r.suppressed { "cancelled" } else { "pending" }.to_owned())
                 .push_bind(not_before.clone())
                 .push_bind(not_before)
-                .push_bind(now.to_owned());
+                .push_bind(now.to_owned())
+                .push_bind(
+                    r.suppressed
+                        .then(|| "folded into a catch-up summary".to_owned()),
+                );
         });
         qb.push(" ON CONFLICT (key) DO NOTHING RETURNING id");
         let ids: Vec<(i64,)> = qb.build_query_as().fetch_all(&mut **tx).await?;
