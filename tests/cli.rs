@@ -426,3 +426,129 @@ fn serve_catches_up_at_start_refuses_a_second_copy_and_stops_on_sigterm() {
     };
     assert!(status.success(), "serve exit status {status:?}");
 }
+
+fn eml_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_example_configuration_writes_real_messages_as_eml_files() {
+    let s = Setup::new();
+
+    let out = s.run(&["tick", "--now", "2027-05-04T09:00:00Z"]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("sent "), "{}", stdout(&out));
+    let files = eml_files(&s.path("outbox"));
+    assert!(!files.is_empty(), "no .eml files written");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.contains("Auto-Submitted: auto-generated"));
+    assert!(text.contains("Message-ID: <"));
+    assert!(text.contains("multipart/alternative"));
+
+    // A second tick on the same day sends nothing again.
+    let again = s.run(&["tick", "--now", "2027-05-04T10:00:00Z"]);
+    assert!(stdout(&again).contains("sent 0,"), "{}", stdout(&again));
+    assert_eq!(eml_files(&s.path("outbox")).len(), files.len());
+}
+
+#[test]
+fn a_malformed_channel_or_template_is_a_config_error_naming_it() {
+    let s = Setup::new();
+    s.edit("qaloop.toml", |t| {
+        t + "\n[[channels]]\nname = \"slt-teams\"\nkind = \"teams\"\n"
+    });
+    let out = s.run(&["check"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("slt-teams"), "{}", stderr(&out));
+
+    let s = Setup::new();
+    std::fs::create_dir(s.path("templates")).unwrap();
+    std::fs::write(
+        s.path("templates/reminder.subject.j2"),
+        "Reminder: {{ items[0].title ",
+    )
+    .unwrap();
+    s.edit("qaloop.toml", |t| {
+        t.replace(
+            "# templates_dir = \"templates\"",
+            "templates_dir = \"templates\"",
+        )
+    });
+    let out = s.run(&["check"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("reminder.subject.j2"),
+        "{}",
+        stderr(&out)
+    );
+    let tick = s.run(&["tick", "--now", "2027-05-04T09:00:00Z"]);
+    assert_eq!(
+        tick.status.code(),
+        Some(78),
+        "tick refuses to start with a broken template"
+    );
+
+    let s = Setup::new();
+    s.edit("qaloop.toml", |t| {
+        t.replace("channels = [\"mail-files\"]", "channels = [\"mail-flies\"]")
+    });
+    let out = s.run(&["check"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("notify.routes[0].channels: no channel is named `mail-flies`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn operators_list_and_retry_the_outbox_and_send_test_messages() {
+    let s = Setup::new();
+    assert!(
+        s.run(&["tick", "--now", "2027-05-04T09:00:00Z"])
+            .status
+            .success()
+    );
+
+    let list = s.run(&[
+        "outbox", "list", "--status", "sent", "--format", "json", "--limit", "5",
+    ]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "sent" && r["channel"] == "mail-files")
+    );
+
+    let id = rows[0]["id"].as_i64().unwrap().to_string();
+    let refused = s.run(&["outbox", "retry", &id]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("only dead or failed rows"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        s.run(&["outbox", "retry", "999999"]).status.code(),
+        Some(65)
+    );
+
+    let test = s.run(&["notify", "test", "--to", "S0010"]);
+    assert!(test.status.success(), "{}", stderr(&test));
+    assert!(
+        stdout(&test).contains("mail-files: sent"),
+        "{}",
+        stdout(&test)
+    );
+    let unknown = s.run(&["notify", "test", "--to", "NOBODY"]);
+    assert_eq!(unknown.status.code(), Some(65));
+}

@@ -140,6 +140,7 @@ both_backends!(
     a_crash_between_sending_and_recording_duplicates_at_most_once,
     completing_or_reassigning_work_cancels_its_pending_notices,
     downtime_produces_one_summary_per_person_not_a_burst,
+    webhook_rate_limits_and_errors_are_retried_as_the_peer_asks,
 );
 
 async fn a_year_of_notifications_matches_the_schedule_exactly(db: TestDb) {
@@ -552,4 +553,122 @@ async fn downtime_produces_one_summary_per_person_not_a_burst(db: TestDb) {
     );
     let per_person: HashSet<&str> = after.iter().map(|(to, _, _)| to.as_str()).collect();
     assert_eq!(per_person.len(), after.len());
+}
+
+async fn webhook_rate_limits_and_errors_are_retried_as_the_peer_asks(db: TestDb) {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "120"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(3)
+        .mount(&server)
+        .await;
+    let settings: ChannelSettings = toml::from_str(&format!(
+        "kind = \"slack\"\nname = \"team-slack\"\nurl = \"{}/hook\"\n",
+        server.uri()
+    ))
+    .unwrap();
+    let config: NotifyConfig =
+        toml::from_str("[[routes]]\nkinds = [\"*\"]\nchannels = [\"team-slack\"]\n").unwrap();
+    let mut ctx = context();
+    ctx.start_date = Some(date(2027, 5, 1));
+    ctx.router = Some(Router::new(
+        &config,
+        std::slice::from_ref(&settings),
+        "Example Council",
+        ctx.tz.clone(),
+        vec![],
+    ));
+    let channel: Arc<dyn Channel> = Arc::new(
+        qaloop::notify::chat::WebhookChannel::from_settings(&settings, std::path::Path::new("."))
+            .unwrap()
+            .unwrap(),
+    );
+    let dispatcher = Dispatcher::new(
+        [("team-slack".to_owned(), channel)].into(),
+        Arc::new(Templates::load(None).unwrap()),
+        RetryPolicy::from_config(&config),
+        None,
+    )
+    .with_working_hours_of(&ctx);
+    let start = at("2027-04-30T12:00:00Z");
+    import_staff(
+        &db.store,
+        &ctx,
+        &small_org(),
+        "test",
+        ctx.today(start),
+        start,
+    )
+    .await
+    .unwrap();
+    let saturday = at("2027-04-30T23:30:00Z");
+    reconcile(&db.store, &ctx, saturday).await.unwrap();
+    let queued = db
+        .store
+        .outbox(Some(OutboxStatus::Pending), 1000)
+        .await
+        .unwrap()
+        .len();
+    assert!(queued > 2);
+
+    // Tuesday 4 May, 09:00 BST: the first post is rate-limited, the second meets a 500.
+    let nine = at("2027-05-04T08:00:00Z");
+    let first = dispatcher.dispatch(&db.store, nine).await.unwrap();
+    assert_eq!((first.sent, first.retrying, first.dead), (queued - 2, 2, 0));
+    let failed = db
+        .store
+        .outbox(Some(OutboxStatus::Failed), 10)
+        .await
+        .unwrap();
+    let limited = failed
+        .iter()
+        .find(|r| r.last_error.as_deref().unwrap_or("").contains("429"))
+        .unwrap();
+    assert!(
+        limited.next_attempt_at >= nine + 120.seconds(),
+        "Retry-After honoured"
+    );
+
+    // A minute later the 500 has waited out its backoff (30–60 s for a first retry) but the
+    // rate-limited post waits its two minutes; three minutes later it goes too.
+    assert_eq!(
+        dispatcher
+            .dispatch(&db.store, nine + 1.minute())
+            .await
+            .unwrap()
+            .sent,
+        1
+    );
+    let row = db.store.outbox_row(limited.id).await.unwrap().unwrap();
+    assert_eq!(row.status, OutboxStatus::Failed);
+    assert_eq!(
+        dispatcher
+            .dispatch(&db.store, nine + 3.minutes())
+            .await
+            .unwrap()
+            .sent,
+        1
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), queued + 2);
+    assert!(
+        db.store
+            .outbox(Some(OutboxStatus::Failed), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -380,6 +380,9 @@ fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     if let Some(templates) = &templates {
         problems.0.extend(templates.check().0);
     }
+    if let Err(p) = crate::notify::registry::build_channels(&settings) {
+        problems.0.extend(p.0);
+    }
     let (Some(ctx), Some(staff), true) = (ctx, staff, problems.is_empty()) else {
         return Err(Failure::config(problems));
     };
