@@ -75,6 +75,17 @@ async fn harness(db: TestDb, options: Options, config: NotifyConfig, start: Date
     }
 }
 
+/// The default set-up most cases use: a plain relay, default settings, work from May 2027.
+async fn may_2027(db: TestDb) -> Harness {
+    harness(
+        db,
+        Options::default(),
+        NotifyConfig::default(),
+        date(2027, 5, 1),
+    )
+    .await
+}
+
 impl Harness {
     /// One daemon pass at `now`: reconcile, decide today's notices, send.
     async fn pass(&self, now: Timestamp) {
@@ -271,13 +282,7 @@ async fn a_year_of_notifications_matches_the_schedule_exactly(db: TestDb) {
 }
 
 async fn mail_waits_for_working_hours(db: TestDb) {
-    let h = harness(
-        db,
-        Options::default(),
-        NotifyConfig::default(),
-        date(2027, 5, 1),
-    )
-    .await;
+    let h = may_2027(db).await;
 
     // Saturday 1 May 2027, 00:30: May's work is created; Monday 3 May is a bank holiday.
     h.pass(h.local(date(2027, 5, 1), 0) + 30.minutes()).await;
@@ -409,13 +414,7 @@ async fn a_permanent_rejection_goes_dead_and_alerts_the_admin(db: TestDb) {
 }
 
 async fn a_crash_between_sending_and_recording_duplicates_at_most_once(db: TestDb) {
-    let h = harness(
-        db,
-        Options::default(),
-        NotifyConfig::default(),
-        date(2027, 5, 1),
-    )
-    .await;
+    let h = may_2027(db).await;
     h.pass(h.local(date(2027, 5, 1), 0) + 30.minutes()).await;
     let now = h.local(date(2027, 5, 4), 9);
     // A dispatcher claims the rows and sends the first, then dies before recording it.
@@ -469,13 +468,7 @@ async fn a_crash_between_sending_and_recording_duplicates_at_most_once(db: TestD
 }
 
 async fn completing_or_reassigning_work_cancels_its_pending_notices(db: TestDb) {
-    let h = harness(
-        db,
-        Options::default(),
-        NotifyConfig::default(),
-        date(2027, 5, 1),
-    )
-    .await;
+    let h = may_2027(db).await;
     // Created on Saturday: held until Tuesday.
     h.pass(h.local(date(2027, 5, 1), 9)).await;
     let pending = h.outbox(OutboxStatus::Pending).await;
@@ -527,13 +520,7 @@ async fn completing_or_reassigning_work_cancels_its_pending_notices(db: TestDb) 
 }
 
 async fn downtime_produces_one_summary_per_person_not_a_burst(db: TestDb) {
-    let h = harness(
-        db,
-        Options::default(),
-        NotifyConfig::default(),
-        date(2027, 5, 1),
-    )
-    .await;
+    let h = may_2027(db).await;
     h.pass(h.local(date(2027, 5, 4), 9)).await;
     let before = h.mail().len();
 
