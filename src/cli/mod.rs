@@ -282,6 +282,8 @@ type Outcome = Result<(), Failure>;
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    // One rustls provider for the whole process, before anything opens a TLS connection.
+    crate::notify::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

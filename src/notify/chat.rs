@@ -470,22 +470,11 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 
 // ----- the channel ----------------------------------------------------------------------------
 
-/// Installs aws-lc-rs as the process's rustls crypto provider, if none is installed yet.
-///
-/// Both ring and aws-lc-rs are compiled in (through different dependencies), and rustls will
-/// not pick between them on its own: anything that asks rustls for "the default provider"
-/// panics until one is installed. Call it before building TLS clients; calling it again, or
-/// after someone else installed one, does nothing.
-pub fn install_crypto_provider() {
-    // An error means a provider is already installed, which is all we need.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
 /// Builds an HTTP client for webhooks: no redirects (see the module docs), a `qaloop/<version>`
 /// user agent, TLS by rustls with the platform's trust store. Proxies in `HTTPS_PROXY` /
 /// `NO_PROXY` are honoured. Timeouts are set per request, by each channel.
 pub fn http_client() -> Result<reqwest::Client, String> {
-    install_crypto_provider();
+    super::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("qaloop/", env!("CARGO_PKG_VERSION")))
