@@ -51,6 +51,7 @@ both_backends!(
     periods_open_at_local_midnight_across_clock_changes,
     a_year_of_daily_ticks_creates_exactly_the_schedule,
     history_is_append_only,
+    work_created_late_for_a_leaver_goes_to_their_manager_with_a_reason,
 );
 
 async fn reconcile_is_idempotent(db: TestDb) {
@@ -523,4 +524,26 @@ async fn history_is_append_only(db: TestDb) {
     assert!(delete.is_err(), "the database refuses to delete history");
     let (assignments, history) = db.store.counts().await.unwrap();
     assert_eq!(history, assignments);
+}
+
+async fn work_created_late_for_a_leaver_goes_to_their_manager_with_a_reason(db: TestDb) {
+    let mut ctx = context();
+    ctx.start_date = Some(date(2027, 6, 1));
+    import(&db.store, &small_org(), "2027-05-20T09:00:00Z").await;
+    // TM2 leaves on 20 June; qaloop was not running in June until the 25th.
+    let staff: Vec<_> = small_org().into_iter().filter(|p| p.staff_id != "TM2").collect();
+    import(&db.store, &staff, "2027-06-20T09:00:00Z").await;
+
+    reconcile(&db.store, &ctx, at("2027-06-25T09:00:00Z")).await.unwrap();
+
+    let june = all(&db.store)
+        .await
+        .into_iter()
+        .find(|a| a.activity_id == "file-audit" && a.slot == "TM2")
+        .expect("TM2 was active when June began");
+    assert_eq!(june.assignee, "SL1");
+    assert!(june.created_late);
+    let history = db.store.history(june.id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].detail, "TM2 has left; assigned to SL1");
 }

@@ -2,6 +2,8 @@
 //!
 //! Each operation is written once: the [`on_pool!`] macro expands the same body for each backend,
 //! so the SQL text is shared (SQLite accepts `$1` placeholders) and only the migrations differ.
+//! The one exception is the bulk insert of new assignments and their history
+//! (`InsertAssignments`), the hot path of reconcile, which has one statement shape per backend.
 //! Dates and instants are stored as text on both (see `migrations/`).
 //!
 //! **Invariant:** the only module that writes SQL. Every state change and its history rows
@@ -331,8 +333,12 @@ impl Store {
     }
 
     /// Stores `value` under `key` unless a value is already there; returns the stored value.
-    /// Two processes racing agree on one answer.
+    /// Two processes racing agree on one answer. Reads first: every reconcile tick asks, and
+    /// only the first ever needs to write (on SQLite, a write takes the database's write lock).
     pub async fn meta_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        if let Some(stored) = self.meta(key).await? {
+            return Ok(stored);
+        }
         on_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -482,8 +488,9 @@ impl Store {
         let at = format_instant(now);
         let ids = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let created =
-                insert_assignments(&mut tx, rows, created_late, "system:reconcile", &at).await?;
+            let created = tx
+                .insert_assignments(rows, created_late, "system:reconcile", &at)
+                .await?;
             let pairs: Vec<(i64, &NewAssignment)> =
                 created.iter().map(|&(id, i)| (id, &rows[i])).collect();
             outbox::insert(&mut tx, &notices(&pairs), &at).await?;
@@ -602,7 +609,7 @@ impl Store {
             )
             .await?;
             outbox::cancel_for_assignment(&mut tx, id, "assignment completed").await?;
-            let created = insert_assignments(&mut tx, triggered, false, by, &at).await?;
+            let created = tx.insert_assignments(triggered, false, by, &at).await?;
             let pairs: Vec<(i64, &NewAssignment)> =
                 created.iter().map(|&(id, i)| (id, &triggered[i])).collect();
             outbox::insert(&mut tx, &notices(&pairs), &at).await?;
@@ -754,80 +761,185 @@ where
 }
 
 /// Inserts assignments that do not exist yet (unique key: activity, period, slot, subject) in
-/// chunks, and a `created` history row for each one inserted. Returns each new row's id and its
-/// index in `rows`.
-async fn insert_assignments<'c, DB>(
-    tx: &mut Transaction<'c, DB>,
+/// chunks, and a `created` history row for each one inserted, inside the caller's transaction.
+/// Returns each new row's id and its index in `rows`, in id order (the caller queues the
+/// notifications about them in the same transaction).
+///
+/// The one operation with a statement shape per backend, because it is the hot path of
+/// reconcile (7,000 rows for one period at national size; see `BENCHMARKS.md`). Both insert a
+/// chunk with one multi-row `INSERT … ON CONFLICT DO NOTHING` and write its history with one
+/// `INSERT … SELECT` that finds the new rows in the database, instead of returning every new
+/// row to qaloop and sending a history row back for it:
+/// - PostgreSQL: one statement per chunk; the history insert reads what the assignment insert
+///   `RETURNING`s, through a data-modifying `WITH`.
+/// - SQLite (no `INSERT` inside `WITH`): the caller's write transaction holds SQLite's only
+///   write lock and `AUTOINCREMENT` ids only grow, so the rows a chunk inserted are exactly those
+///   with an id above the largest before it.
+trait InsertAssignments {
+    async fn insert_assignments(
+        &mut self,
+        rows: &[NewAssignment],
+        created_late: bool,
+        actor: &str,
+        at: &str,
+    ) -> Result<Vec<(i64, usize)>, sqlx::Error>;
+}
+
+/// Matches rows the database returns (id, activity, slot, subject) to the planned rows they came
+/// from: within one call the three identify a row (one period, one unique key each).
+fn match_planned(
     rows: &[NewAssignment],
-    created_late: bool,
-    actor: &str,
-    at: &str,
-) -> Result<Vec<(i64, usize)>, sqlx::Error>
+    inserted: Vec<(i64, String, String, String)>,
+) -> Vec<(i64, usize)> {
+    let index: std::collections::HashMap<(&str, &str, &str), usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                (
+                    r.activity_id.as_str(),
+                    r.slot.as_str(),
+                    r.subject.as_deref().unwrap_or(""),
+                ),
+                i,
+            )
+        })
+        .collect();
+    inserted
+        .into_iter()
+        .filter_map(|(id, activity, slot, subject)| {
+            index
+                .get(&(activity.as_str(), slot.as_str(), subject.as_str()))
+                .map(|&i| (id, i))
+        })
+        .collect()
+}
+
+impl InsertAssignments for Transaction<'_, sqlx::Sqlite> {
+    async fn insert_assignments(
+        &mut self,
+        rows: &[NewAssignment],
+        created_late: bool,
+        actor: &str,
+        at: &str,
+    ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
+        let largest = "SELECT COALESCE(MAX(id), 0) FROM assignments";
+        let first: i64 = sqlx::query_scalar(largest).fetch_one(&mut **self).await?;
+        let mut before = first;
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new("");
+            push_insert(&mut qb, chunk, created_late, at);
+            if qb.build().execute(&mut **self).await?.rows_affected() == 0 {
+                continue;
+            }
+            let mut hq = QueryBuilder::new("");
+            push_history_select(&mut hq, chunk, actor, at, "assignments");
+            hq.push(" WHERE a.id > ")
+                .push_bind(before)
+                .push(" ORDER BY a.id");
+            hq.build().execute(&mut **self).await?;
+            before = sqlx::query_scalar(largest).fetch_one(&mut **self).await?;
+        }
+        let inserted = sqlx::query_as(
+            "SELECT id, activity_id, slot, subject FROM assignments WHERE id > $1 ORDER BY id",
+        )
+        .bind(first)
+        .fetch_all(&mut **self)
+        .await?;
+        Ok(match_planned(rows, inserted))
+    }
+}
+
+impl InsertAssignments for Transaction<'_, sqlx::Postgres> {
+    async fn insert_assignments(
+        &mut self,
+        rows: &[NewAssignment],
+        created_late: bool,
+        actor: &str,
+        at: &str,
+    ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
+        let mut ids = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::new("WITH new AS (");
+            push_insert(&mut qb, chunk, created_late, at);
+            qb.push(" RETURNING id, activity_id, period_start, slot, subject), history AS (");
+            push_history_select(&mut qb, chunk, actor, at, "new");
+            qb.push(" ORDER BY a.id) SELECT id, activity_id, slot, subject FROM new ORDER BY id");
+            let inserted = qb.build_query_as().fetch_all(&mut **self).await?;
+            ids.extend(match_planned(rows, inserted));
+        }
+        Ok(ids)
+    }
+}
+
+/// `INSERT INTO assignments (…) VALUES (…), … ON CONFLICT (unique key) DO NOTHING` for `chunk`.
+fn push_insert<DB>(qb: &mut QueryBuilder<DB>, chunk: &[NewAssignment], created_late: bool, at: &str)
 where
     DB: sqlx::Database,
-    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-    for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
-    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB> + sqlx::Decode<'a, DB>,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     for<'a> Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB> + sqlx::Decode<'a, DB>,
     for<'a> bool: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
 {
-    let mut ids = Vec::with_capacity(rows.len());
-    for (chunk_no, chunk) in rows.chunks(INSERT_CHUNK).enumerate() {
-        let index_of: std::collections::HashMap<(&str, &str), usize> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                (
-                    (r.slot.as_str(), r.subject.as_deref().unwrap_or("")),
-                    chunk_no * INSERT_CHUNK + i,
-                )
-            })
-            .collect();
-        let mut qb: QueryBuilder<DB> = QueryBuilder::new(
-            "INSERT INTO assignments (activity_id, period_label, period_start, period_end, slot, \
-             assignee, subject, trigger_id, due, status, created_at, created_late) ",
-        );
-        qb.push_values(chunk, |mut b, r| {
-            b.push_bind(r.activity_id.clone())
-                .push_bind(r.period_label.clone())
-                .push_bind(r.period_start.to_string())
-                .push_bind(r.period_end.to_string())
-                .push_bind(r.slot.clone())
-                .push_bind(r.assignee.clone())
-                .push_bind(r.subject.clone().unwrap_or_default())
-                .push_bind(r.trigger_id)
-                .push_bind(r.due.to_string())
-                .push_bind("open".to_owned())
-                .push_bind(at.to_owned())
-                .push_bind(created_late);
-        });
-        qb.push(
-            " ON CONFLICT (activity_id, period_start, slot, subject) DO NOTHING \
-             RETURNING id, slot, subject",
-        );
-        let inserted: Vec<(i64, String, String)> = qb.build_query_as().fetch_all(&mut **tx).await?;
-        if inserted.is_empty() {
-            continue;
-        }
-        let mut hq: QueryBuilder<DB> = QueryBuilder::new(
-            "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) ",
-        );
-        let inserted: Vec<(i64, usize)> = inserted
-            .into_iter()
-            .map(|(id, slot, subject)| (id, index_of[&(slot.as_str(), subject.as_str())]))
-            .collect();
-        hq.push_values(&inserted, |mut b, &(id, index)| {
-            let detail = rows[index].note.clone().unwrap_or_default();
-            b.push_bind(id)
-                .push_bind("created".to_owned())
-                .push_bind(actor.to_owned())
-                .push_bind(at.to_owned())
-                .push_bind(detail);
-        });
-        hq.build().execute(&mut **tx).await?;
-        ids.extend(inserted);
+    qb.push(
+        "INSERT INTO assignments (activity_id, period_label, period_start, period_end, slot, \
+         assignee, subject, trigger_id, due, status, created_at, created_late) ",
+    );
+    qb.push_values(chunk, |mut b, r| {
+        b.push_bind(r.activity_id.as_str())
+            .push_bind(r.period_label.as_str())
+            .push_bind(r.period_start.to_string())
+            .push_bind(r.period_end.to_string())
+            .push_bind(r.slot.as_str())
+            .push_bind(r.assignee.as_str())
+            .push_bind(r.subject.as_deref().unwrap_or(""))
+            .push_bind(r.trigger_id)
+            .push_bind(r.due.to_string())
+            .push_bind("open")
+            .push_bind(at)
+            .push_bind(created_late);
+    });
+    qb.push(" ON CONFLICT (activity_id, period_start, slot, subject) DO NOTHING");
+}
+
+/// `INSERT INTO assignment_history (…) SELECT a.id, 'created', actor, at, note FROM source a`,
+/// where `source` holds the new assignments and `note` is the planned row's note (a leaver's
+/// work says why it went to someone else), matched on the unique key through a `VALUES` list
+/// (whose columns both backends name `column1`…); the caller adds the `WHERE`/`ORDER BY`. Only
+/// rows with a note are sent again, and usually there are none.
+fn push_history_select<DB>(
+    qb: &mut QueryBuilder<DB>,
+    rows: &[NewAssignment],
+    actor: &str,
+    at: &str,
+    source: &str,
+) where
+    DB: sqlx::Database,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    qb.push(
+        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) \
+         SELECT a.id, 'created', ",
+    );
+    qb.push_bind(actor).push(", ").push_bind(at).push(", ");
+    let noted: Vec<&NewAssignment> = rows.iter().filter(|r| r.note.is_some()).collect();
+    if noted.is_empty() {
+        qb.push("'' FROM ").push(source).push(" a");
+        return;
     }
-    Ok(ids)
+    qb.push("COALESCE(n.column5, '') FROM ")
+        .push(source)
+        .push(" a LEFT JOIN (");
+    qb.push_values(noted, |mut b, r| {
+        b.push_bind(r.activity_id.as_str())
+            .push_bind(r.period_start.to_string())
+            .push_bind(r.slot.as_str())
+            .push_bind(r.subject.as_deref().unwrap_or(""))
+            .push_bind(r.note.as_deref().unwrap_or(""));
+    });
+    qb.push(
+        ") AS n ON n.column1 = a.activity_id AND n.column2 = a.period_start \
+         AND n.column3 = a.slot AND n.column4 = a.subject",
+    );
 }
