@@ -531,10 +531,15 @@ async fn work_created_late_for_a_leaver_goes_to_their_manager_with_a_reason(db: 
     ctx.start_date = Some(date(2027, 6, 1));
     import(&db.store, &small_org(), "2027-05-20T09:00:00Z").await;
     // TM2 leaves on 20 June; qaloop was not running in June until the 25th.
-    let staff: Vec<_> = small_org().into_iter().filter(|p| p.staff_id != "TM2").collect();
+    let staff: Vec<_> = small_org()
+        .into_iter()
+        .filter(|p| p.staff_id != "TM2")
+        .collect();
     import(&db.store, &staff, "2027-06-20T09:00:00Z").await;
 
-    reconcile(&db.store, &ctx, at("2027-06-25T09:00:00Z")).await.unwrap();
+    reconcile(&db.store, &ctx, at("2027-06-25T09:00:00Z"))
+        .await
+        .unwrap();
 
     let june = all(&db.store)
         .await

@@ -294,8 +294,25 @@ impl Store {
     /// Applies any migrations not yet applied.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            // PostgreSQL: sqlx serialises concurrent migrators with an advisory lock.
             Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+            // SQLite has no such lock: two processes starting at once on a new file can both
+            // decide a migration is missing, and the second then fails on "table already
+            // exists" once the first commits. Running again re-reads what is applied and
+            // skips it, so a failure is retried a few times before it counts.
+            Backend::Sqlite(pool) => {
+                let mut attempt = 0;
+                loop {
+                    match SQLITE_MIGRATIONS.run(pool).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < 4 => {
+                            attempt += 1;
+                            tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
         }
         Ok(())
     }
