@@ -396,7 +396,12 @@ fn serve_catches_up_at_start_refuses_a_second_copy_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the start-up pass", Duration::from_secs(30), || {
+    wait_for("the start-up pass", Duration::from_secs(120), || {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("serve exited early ({status}): {err}");
+        }
         db_has_assignments(&s.path("qaloop.toml"))
     });
 
