@@ -390,16 +390,17 @@ fn db_has_assignments(path: &Path) -> bool {
 #[test]
 fn serve_catches_up_at_start_refuses_a_second_copy_and_stops_on_sigterm() {
     let s = Setup::new();
+    let log = std::fs::File::create(s.path("serve.log")).unwrap();
+    // stderr to a file, not a pipe nobody reads: a full pipe would block the daemon.
     let mut daemon = s
         .command(&["serve"])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .unwrap();
     wait_for("the start-up pass", Duration::from_secs(120), || {
         if let Some(status) = daemon.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut err).unwrap();
+            let err = std::fs::read_to_string(s.path("serve.log")).unwrap_or_default();
             panic!("serve exited early ({status}): {err}");
         }
         db_has_assignments(&s.path("qaloop.toml"))
