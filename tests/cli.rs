@@ -558,3 +558,32 @@ fn operators_list_and_retry_the_outbox_and_send_test_messages() {
     let unknown = s.run(&["notify", "test", "--to", "NOBODY"]);
     assert_eq!(unknown.status.code(), Some(65));
 }
+
+#[test]
+fn a_preferences_file_is_read_and_its_mistakes_named() {
+    let s = Setup::new();
+    s.edit("qaloop.toml", |t| {
+        t.replace(
+            "# preferences_file = \"preferences.toml\"",
+            "preferences_file = \"preferences.toml\"",
+        )
+    });
+    std::fs::write(
+        s.path("preferences.toml"),
+        "[[person]]\nstaff_id = \"S0010\"\ndaily_digest = true\n",
+    )
+    .unwrap();
+    let ok = s.run(&["check"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+
+    std::fs::write(
+        s.path("preferences.toml"),
+        "[[person]]\nstaff_id = \"S0010\"\ndaily_digets = true\n",
+    )
+    .unwrap();
+    let bad = s.run(&["check"]);
+    assert_eq!(bad.status.code(), Some(78));
+    let err = stderr(&bad);
+    assert!(err.contains("preferences.toml: line 3"), "{err}");
+    assert!(err.contains("daily_digets"), "{err}");
+}
