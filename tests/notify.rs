@@ -152,6 +152,7 @@ both_backends!(
     completing_or_reassigning_work_cancels_its_pending_notices,
     downtime_produces_one_summary_per_person_not_a_burst,
     webhook_rate_limits_and_errors_are_retried_as_the_peer_asks,
+    a_queue_of_several_batches_goes_out_once_in_order_with_every_outcome_recorded,
 );
 
 async fn a_year_of_notifications_matches_the_schedule_exactly(db: TestDb) {
@@ -657,5 +658,104 @@ async fn webhook_rate_limits_and_errors_are_retried_as_the_peer_asks(db: TestDb)
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn a_queue_of_several_batches_goes_out_once_in_order_with_every_outcome_recorded(db: TestDb) {
+    // More rows than one claim takes, so batches are claimed while others are sent and outcomes
+    // are recorded in groups; among them one the relay refuses (dead, with an admin alert) and
+    // one for someone who is not on the staff list (cancelled), both in the last batch.
+    let options = Options {
+        rcpt_replies: vec![(email("TM2"), 550)],
+        ..Options::default()
+    };
+    let config = NotifyConfig {
+        admin_channel: Some("email".into()),
+        admin_address: Some("qa-team@example-council.test".into()),
+        ..NotifyConfig::default()
+    };
+    let h = harness(db, options, config, date(2027, 5, 1)).await;
+    let now = h.local(date(2027, 5, 4), 10);
+    let staff: Vec<String> = small_org()
+        .into_iter()
+        .map(|p| p.staff_id)
+        .filter(|id| id != "TM2")
+        .collect();
+    let recipient = |i: usize| match i {
+        1100 => "TM2".to_owned(),
+        1150 => "LEFT".to_owned(),
+        _ => staff[i % staff.len()].clone(),
+    };
+    let rows: Vec<qaloop::store::NewOutbox> = (0..1200)
+        .map(|i| {
+            let who = recipient(i);
+            let mut context =
+                qaloop::notify::context::TemplateContext::new(qaloop::notify::Kind::NewAssignment);
+            context.recipient = who.clone();
+            context.items = vec![qaloop::notify::context::Item {
+                id: i as i64 + 1,
+                title: "Case file audit".into(),
+                period: "2027-05".into(),
+                due: "2027-05-28".into(),
+                due_long: "Friday 28 May 2027".into(),
+                link: format!("http://localhost:8080/assignments/{}", i + 1),
+                ..Default::default()
+            }];
+            qaloop::store::NewOutbox {
+                key: format!("new_assignment:a{}:{who}::{who}:email", i + 1),
+                kind: "new_assignment".into(),
+                channel: "email".into(),
+                recipient: who,
+                assignment_id: None,
+                context: serde_json::to_string(&context).unwrap(),
+                not_before: now,
+                suppressed: false,
+            }
+        })
+        .collect();
+    h.db.store.enqueue(&rows, now).await.unwrap();
+
+    let report = h.dispatcher.dispatch(&h.db.store, now).await.unwrap();
+
+    assert_eq!((report.sent, report.dead), (1198 + 1, 1), "{report:?}");
+    let status: BTreeMap<String, OutboxStatus> =
+        h.db.store
+            .outbox(None, 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.status))
+            .collect();
+    assert_eq!(status[&rows[1100].key], OutboxStatus::Dead);
+    assert_eq!(status[&rows[1150].key], OutboxStatus::Cancelled);
+    assert!(h.outbox(OutboxStatus::Pending).await.is_empty());
+    assert!(h.outbox(OutboxStatus::Failed).await.is_empty());
+    let expected: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![1100, 1150].contains(i))
+        .map(|(_, r)| id_prefix(&r.key))
+        .collect();
+    let received: Vec<String> = h
+        .smtp
+        .received()
+        .iter()
+        .map(|m| header(&m.data, "Message-ID").unwrap())
+        .collect();
+    assert_eq!(
+        received.len(),
+        expected.len() + 1,
+        "each once, and the alert"
+    );
+    for (prefix, id) in expected.iter().zip(&received) {
+        assert!(
+            id.starts_with(prefix.as_str()),
+            "delivered out of queue order: {id} is not {prefix}…"
+        );
+    }
+    assert!(
+        received[expected.len()].starts_with("<admin_alert-"),
+        "the alert about the dead row went out in the same dispatch: {}",
+        received[expected.len()]
     );
 }

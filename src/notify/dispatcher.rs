@@ -2,11 +2,33 @@
 //!
 //! **Invariant:** the only caller of [`Channel::deliver`]; it reads the outbox and nothing else
 //! decides what is sent. Rows are claimed with a lease, sent one at a time per channel in queue
-//! order (channels run side by side), and each outcome is recorded as soon as it is known: a
-//! process killed between a send and its record resends that one row once, never loses it.
+//! order (channels run side by side), and nothing is lost: a row whose outcome was not recorded
+//! is sent again when its lease runs out.
+//!
+//! # Recording outcomes
+//! Each channel's sends and the recording of their outcomes run side by side: while one write
+//! records a group of outcomes (all the deliveries in one statement, so one commit), the next
+//! rows are sent. A group is [`RECORD_BATCH`] outcomes, or fewer when the lane ends or the
+//! group's first outcome has waited [`RECORD_WITHIN`]; when a full group is waiting behind the
+//! one being written, sending waits for the write.
+//!
+//! **Bound:** a process killed mid-dispatch (a crash, `kill -9`, power loss; a shutdown signal
+//! waits for the pass) resends each unrecorded row once, and at most `2 × RECORD_BATCH + 1` = 65
+//! rows per channel are unrecorded at any moment: a group being written, a group waiting, the
+//! message being sent. In practice it is the messages of the last [`RECORD_WITHIN`] or so.
+//! Recording each row before sending the next would cap it at one, but costs a commit per
+//! message, which takes longer than the send itself on PostgreSQL (commits wait for `fsync`) and
+//! costs about as much CPU as the send on SQLite (`benches/dispatch.rs`, `BENCHMARKS.md`).
+//!
+//! While a batch is being sent, the next one is claimed (its recipients looked up with it), so
+//! the database works while the network does. Its rows come after the current batch's in queue
+//! order and wait until that batch is done, so the order per channel holds; if the dispatch
+//! stops early they stay leased, and go out when the lease runs out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -22,6 +44,11 @@ use crate::store::{NewOutbox, OutboxRow, Store, StoreError};
 const LEASE: SignedDuration = SignedDuration::from_secs(300);
 /// Rows claimed per round.
 const BATCH: i64 = 500;
+/// The most outcomes one write records, and the most that wait to be written (see the module
+/// docs for the bound on duplicates this gives).
+const RECORD_BATCH: usize = 32;
+/// The longest an outcome waits for others to be recorded with it.
+const RECORD_WITHIN: Duration = Duration::from_millis(100);
 
 /// Retry policy, from `[notify]`.
 #[derive(Debug, Clone, Copy)]
@@ -130,33 +157,52 @@ impl Dispatcher {
         {
             return Ok(report);
         }
-        let mut org: Option<Org> = None;
-        loop {
-            let rows = store.claim(now, now + LEASE, BATCH).await?;
-            if rows.is_empty() {
-                return Ok(report);
-            }
-            let org = match &org {
-                Some(org) => org,
-                None => org.insert(Org::new(store.people().await?)),
+        let mut batch = claim_batch(store, now).await?;
+        while let Some((rows, recipients)) = batch {
+            let (sent, next) = tokio::join!(
+                self.send_batch(store, &recipients, rows, now),
+                claim_batch(store, now)
+            );
+            let sent = sent?;
+            report.sent += sent.sent;
+            report.retrying += sent.retrying;
+            report.dead += sent.dead;
+            batch = match next? {
+                Some(next) => Some(next),
+                // That claim ran while this batch was sent, so it could not see what recording
+                // the batch queued (admin alerts) or released: look once more.
+                None => claim_batch(store, now).await?,
             };
-            let mut by_channel: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
-            for row in rows {
-                by_channel.entry(row.channel.clone()).or_default().push(row);
-            }
-            let lanes = by_channel
-                .into_values()
-                .map(|rows| self.run_lane(store, org, rows, now));
-            for lane in futures_util::future::join_all(lanes).await {
-                let lane = lane?;
-                report.sent += lane.sent;
-                report.retrying += lane.retrying;
-                report.dead += lane.dead;
-            }
         }
+        Ok(report)
     }
 
-    /// One channel's rows, in order.
+    /// One claimed batch: each channel's rows in order, channels side by side.
+    async fn send_batch(
+        &self,
+        store: &Store,
+        recipients: &Org,
+        rows: Vec<OutboxRow>,
+        now: Timestamp,
+    ) -> Result<DispatchReport, StoreError> {
+        let mut by_channel: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
+        for row in rows {
+            by_channel.entry(row.channel.clone()).or_default().push(row);
+        }
+        let lanes = by_channel
+            .into_values()
+            .map(|rows| self.run_lane(store, recipients, rows, now));
+        let mut report = DispatchReport::default();
+        for lane in futures_util::future::join_all(lanes).await {
+            let lane = lane?;
+            report.sent += lane.sent;
+            report.retrying += lane.retrying;
+            report.dead += lane.dead;
+        }
+        Ok(report)
+    }
+
+    /// One channel's rows, sent in order while their outcomes are recorded (module docs).
     async fn run_lane(
         &self,
         store: &Store,
@@ -164,22 +210,93 @@ impl Dispatcher {
         rows: Vec<OutboxRow>,
         now: Timestamp,
     ) -> Result<DispatchReport, StoreError> {
-        let mut report = DispatchReport::default();
-        for row in rows {
-            match self.attempt(&row, org, now).await {
-                Outcome::Sent => {
-                    store.mark_sent(row.id, now).await?;
-                    report.sent += 1;
+        let (queue, mut outcomes) = tokio::sync::mpsc::channel(RECORD_BATCH);
+        let send = async move {
+            let mut rows = rows.into_iter();
+            let prepare = |row: OutboxRow| {
+                let prepared = self.prepare(&row, org);
+                (row, prepared)
+            };
+            let mut next = rows.next().map(prepare);
+            while let Some((row, prepared)) = next.take() {
+                let outcome = match prepared {
+                    Ok((channel, message)) => {
+                        let mut delivery = pin!(self.deliver(channel, &message, &row, now));
+                        // Put this message on the wire, then render the next while it is in
+                        // flight: rendering is pure, so this moves work into time otherwise
+                        // spent waiting, and the sends stay one at a time, in order.
+                        let started = futures_util::poll!(delivery.as_mut());
+                        next = rows.next().map(prepare);
+                        match started {
+                            Poll::Ready(outcome) => outcome,
+                            Poll::Pending => delivery.await,
+                        }
+                    }
+                    Err(outcome) => {
+                        next = rows.next().map(prepare);
+                        outcome
+                    }
+                };
+                if queue.send((row, outcome)).await.is_err() {
+                    // Recording failed and returned its error: stop here. Nothing is cut off
+                    // mid-send; the rows not sent stay leased and go out later.
+                    break;
                 }
+            }
+        };
+        let record = async move {
+            let mut report = DispatchReport::default();
+            let mut batch = Vec::with_capacity(RECORD_BATCH);
+            while outcomes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+                // Gather a group for a moment: a write per group of sends, not one per send.
+                let deadline = tokio::time::Instant::now() + RECORD_WITHIN;
+                while batch.len() < RECORD_BATCH {
+                    let more = RECORD_BATCH - batch.len();
+                    match tokio::time::timeout_at(deadline, outcomes.recv_many(&mut batch, more))
+                        .await
+                    {
+                        Ok(0) | Err(_) => break, // the lane is done, or time is up
+                        Ok(_) => {}
+                    }
+                }
+                self.record(store, &batch, now, &mut report).await?;
+                batch.clear();
+            }
+            Ok(report)
+        };
+        let ((), report) = tokio::join!(send, record);
+        report
+    }
+
+    /// Records a group of outcomes: the deliveries in one statement, anything else row by row.
+    async fn record(
+        &self,
+        store: &Store,
+        outcomes: &[(OutboxRow, Outcome)],
+        now: Timestamp,
+        report: &mut DispatchReport,
+    ) -> Result<(), StoreError> {
+        let sent: Vec<i64> = outcomes
+            .iter()
+            .filter(|(_, outcome)| matches!(outcome, Outcome::Sent))
+            .map(|(row, _)| row.id)
+            .collect();
+        if !sent.is_empty() {
+            store.mark_sent(&sent, now).await?;
+            report.sent += sent.len();
+        }
+        for (row, outcome) in outcomes {
+            match outcome {
+                Outcome::Sent => {}
                 Outcome::Retry(at, error) => {
                     tracing::warn!(outbox_id = row.id, channel = %row.channel, recipient = %row.recipient, attempt = row.attempts + 1, %error, "delivery failed; will retry");
-                    store.mark_failed(row.id, at, &error).await?;
+                    store.mark_failed(row.id, *at, error).await?;
                     report.retrying += 1;
                 }
                 Outcome::Dead(error) => {
                     tracing::error!(outbox_id = row.id, channel = %row.channel, recipient = %row.recipient, %error, "delivery abandoned");
-                    let alert = self.alert_for(&row, &error, now);
-                    store.mark_dead(row.id, &error, &alert, now).await?;
+                    let alert = self.alert_for(row, error, now);
+                    store.mark_dead(row.id, error, &alert, now).await?;
                     report.dead += 1;
                 }
                 Outcome::Cancelled => {
@@ -189,25 +306,41 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(report)
+        Ok(())
     }
 
-    async fn attempt(&self, row: &OutboxRow, org: &Org, now: Timestamp) -> Outcome {
+    /// The channel and the rendered message for a row, or the outcome that makes sending moot
+    /// (no such channel, a recipient who left or cannot be reached, a template that fails).
+    fn prepare(&self, row: &OutboxRow, org: &Org) -> Result<(&dyn Channel, Message), Outcome> {
         let Some(channel) = self.channels.get(&row.channel) else {
-            return Outcome::Dead(format!("channel `{}` is not configured", row.channel));
+            return Err(Outcome::Dead(format!(
+                "channel `{}` is not configured",
+                row.channel
+            )));
         };
         let message = match self.message(row, org) {
             Ok(Some(m)) => m,
-            Ok(None) => return Outcome::Cancelled,
-            Err(e) => return Outcome::Dead(e),
+            Ok(None) => return Err(Outcome::Cancelled),
+            Err(e) => return Err(Outcome::Dead(e)),
         };
         if !channel.reaches(&message.recipient) {
-            return Outcome::Dead(format!(
+            return Err(Outcome::Dead(format!(
                 "channel `{}` cannot reach {} (no address)",
                 row.channel, row.recipient
-            ));
+            )));
         }
-        match channel.deliver(&message).await {
+        Ok((channel.as_ref(), message))
+    }
+
+    /// Sends a prepared message and sorts the answer into an outcome.
+    async fn deliver(
+        &self,
+        channel: &dyn Channel,
+        message: &Message,
+        row: &OutboxRow,
+        now: Timestamp,
+    ) -> Outcome {
+        match channel.deliver(message).await {
             Ok(()) => Outcome::Sent,
             Err(DeliveryError::Permanent { reason }) => Outcome::Dead(reason),
             Err(DeliveryError::Temporary {
@@ -368,4 +501,26 @@ impl Dispatcher {
             suppressed: false,
         }]
     }
+}
+
+/// Claims the next rows ready at `now`, with their recipients from the staff list; `None` when
+/// nothing is ready. Only the batch's recipients are read: the cost follows the batch, not the
+/// size of the staff list, and a leaver is noticed from the next batch on.
+async fn claim_batch(
+    store: &Store,
+    now: Timestamp,
+) -> Result<Option<(Vec<OutboxRow>, Org)>, StoreError> {
+    let rows = store.claim(now, now + LEASE, BATCH).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let ids: BTreeSet<&str> = rows
+        .iter()
+        .map(|row| row.recipient.as_str())
+        .filter(|id| !id.starts_with("role:") && *id != "admin")
+        .collect();
+    let people = store
+        .people_by_id(&ids.into_iter().collect::<Vec<_>>())
+        .await?;
+    Ok(Some((rows, Org::new(people))))
 }

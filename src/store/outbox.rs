@@ -4,8 +4,8 @@
 //! Claiming is the one place the backends differ: PostgreSQL claims with `FOR UPDATE SKIP LOCKED`
 //! so several dispatchers share the work; SQLite has a single writer, so a plain `UPDATE …
 //! RETURNING` inside `BEGIN IMMEDIATE` is already exclusive. A claim is a lease
-//! (`claimed_until`): a dispatcher killed mid-send leaves the row to be sent again when the lease
-//! expires — at most one duplicate, never a loss.
+//! (`claimed_until`): a dispatcher killed mid-send leaves the rows whose outcome it had not yet
+//! recorded to be sent again when the lease expires — at most one duplicate each, never a loss.
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -297,19 +297,25 @@ impl Store {
         Ok(rows)
     }
 
-    /// Records a delivery.
-    pub async fn mark_sent(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
+    /// Records deliveries: one statement (so one commit) for up to a thousand rows, which is
+    /// what lets the dispatcher record a group of sends for the price of one.
+    pub async fn mark_sent(&self, ids: &[i64], now: Timestamp) -> Result<(), StoreError> {
         let at = format_instant(now);
-        on_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
-                 claimed_until = NULL, last_error = NULL WHERE id = $2",
-            )
-            .bind(&at)
-            .bind(id)
-            .execute(pool)
-            .await?;
-        });
+        for chunk in ids.chunks(CHUNK) {
+            on_pool!(self, |pool| {
+                let mut qb = QueryBuilder::new("UPDATE outbox SET status = 'sent', sent_at = ");
+                qb.push_bind(&at).push(
+                    ", attempts = attempts + 1, claimed_until = NULL, last_error = NULL \
+                     WHERE id IN (",
+                );
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(pool).await?;
+            });
+        }
         Ok(())
     }
 
