@@ -99,11 +99,31 @@ impl From<&NewAssignment> for PlanView {
 }
 
 /// Prints `rows` in `format`; `columns` picks and orders the table columns from each row's JSON.
+/// A reader that stops early (`| head`) is not an error.
 pub fn print<T: Serialize>(rows: &[T], format: Format, columns: &[&str]) -> anyhow::Result<()> {
+    match write(rows, format, columns) {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    let io = e.downcast_ref::<std::io::Error>().or_else(|| {
+        e.downcast_ref::<csv::Error>().and_then(|c| match c.kind() {
+            csv::ErrorKind::Io(io) => Some(io),
+            _ => None,
+        })
+    });
+    io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn write<T: Serialize>(rows: &[T], format: Format, columns: &[&str]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(rows)?)?,
         Format::Csv => {
-            let mut w = csv::Writer::from_writer(std::io::stdout());
+            let mut w = csv::Writer::from_writer(&mut out);
             for row in rows {
                 w.serialize(row)?;
             }
@@ -146,9 +166,9 @@ pub fn print<T: Serialize>(rows: &[T], format: Format, columns: &[&str]) -> anyh
                     .trim_end()
                     .to_owned()
             };
-            println!("{}", line(columns.to_vec()));
+            writeln!(out, "{}", line(columns.to_vec()))?;
             for row in &cells {
-                println!("{}", line(row.iter().map(String::as_str).collect()));
+                writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
             }
         }
     }
