@@ -181,6 +181,17 @@ impl Calendar {
     }
 }
 
+/// The shipped England-and-Wales calendar (`config/bank-holidays.json`), for unit tests.
+#[cfg(test)]
+pub(crate) fn shipped_for_tests() -> Calendar {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/bank-holidays.json"
+    ))
+    .unwrap();
+    Calendar::from_govuk_json(&text, DEFAULT_DIVISION).unwrap()
+}
+
 /// The day after `date`.
 pub fn next_day(date: Date) -> Date {
     date.checked_add(1.day())
@@ -193,12 +204,7 @@ mod tests {
     use jiff::civil::date;
 
     fn england() -> Calendar {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/bank-holidays.json"
-        ))
-        .unwrap();
-        Calendar::from_govuk_json(&text, DEFAULT_DIVISION).unwrap()
+        shipped_for_tests()
     }
 
     #[test]

@@ -316,21 +316,23 @@ pub fn parse_hh_mm(text: &str) -> Option<jiff::civil::Time> {
     jiff::civil::Time::new(h.parse().ok()?, m.parse().ok()?, 0, 0).ok()
 }
 
-/// Makes a relative SQLite path relative to the config file's folder, as every other path is.
-fn resolve_sqlite_url(url: &str, base: &Path) -> String {
-    let Some(rest) = url
+/// The file path and query of a `sqlite:` URL; `None` for other URLs and in-memory databases.
+pub fn sqlite_file(url: &str) -> Option<(&str, Option<&str>)> {
+    let rest = url
         .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    else {
-        return url.to_owned();
-    };
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let (path, query) = match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (rest, None),
     };
-    if path.is_empty() || path.starts_with('/') || path == ":memory:" {
+    (!path.is_empty() && path != ":memory:").then_some((path, query))
+}
+
+/// Makes a relative SQLite path relative to the config file's folder, as every other path is.
+fn resolve_sqlite_url(url: &str, base: &Path) -> String {
+    let Some((path, query)) = sqlite_file(url).filter(|(p, _)| !p.starts_with('/')) else {
         return url.to_owned();
-    }
+    };
     let joined = base.join(path);
     match query {
         Some(q) => format!("sqlite://{}?{q}", joined.display()),

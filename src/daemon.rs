@@ -153,16 +153,9 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
 /// Takes the single-instance lock for a SQLite database: a lock file beside it, held for the
 /// process's life. `None` for PostgreSQL, where several instances may run.
 fn lock_sqlite(url: &str) -> Result<Option<File>, ServeError> {
-    let Some(rest) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    else {
+    let Some((path, _)) = crate::config::sqlite_file(url) else {
         return Ok(None);
     };
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path.is_empty() || path == ":memory:" {
-        return Ok(None);
-    }
     let lock_path = PathBuf::from(format!("{path}.lock"));
     if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| ServeError::LockFile(lock_path.clone(), e))?;

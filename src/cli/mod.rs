@@ -15,7 +15,7 @@ use crate::config::{LogFormat, Settings, resolve_path};
 use crate::engine::plan::{plan_window, role_assignee};
 use crate::engine::{CompleteError, Context, complete, import_staff};
 use crate::inputs::{load_context, load_staff, warnings};
-use crate::org::{Org, Person};
+use crate::org::Org;
 use crate::problem::Problems;
 use crate::store::{AssignmentFilter, Status, Store};
 use output::{AssignmentView, Format, PlanView, print};
@@ -392,16 +392,7 @@ fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     let horizon = today
         .checked_add(jiff::Span::new().months(12))
         .expect("in range");
-    let people: Vec<Person> = staff
-        .records
-        .iter()
-        .map(|r| Person {
-            record: r.clone(),
-            active_from: r.start_date,
-            left_on: None,
-        })
-        .collect();
-    let org = Org::new(people);
+    let org = Org::from_records(staff.records.iter().cloned());
     let planned = plan_window(&ctx, &org, today, horizon);
     println!("configuration OK: {}", settings.source.display());
     println!(
@@ -503,11 +494,7 @@ fn plan(config: Option<&std::path::Path>, from: Date, to: Date, format: Format) 
         &loaded.ctx.schedule,
     )
     .map_err(|p| Failure::new(exit::DATAERR, p.to_string()))?;
-    let org = Org::new(staff.records.into_iter().map(|r| Person {
-        active_from: r.start_date,
-        record: r,
-        left_on: None,
-    }));
+    let org = Org::from_records(staff.records);
     let rows: Vec<PlanView> = plan_window(&loaded.ctx, &org, from, to)
         .iter()
         .map(PlanView::from)

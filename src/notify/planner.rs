@@ -92,24 +92,7 @@ pub fn new_assignment_notices(
         {
             continue;
         }
-        let stored = Assignment {
-            id,
-            activity_id: a.activity_id.clone(),
-            period_label: a.period_label.clone(),
-            period_start: a.period_start,
-            period_end: a.period_end,
-            slot: a.slot.clone(),
-            assignee: a.assignee.clone(),
-            subject: a.subject.clone(),
-            trigger_id: a.trigger_id,
-            due: a.due,
-            status: crate::store::Status::Open,
-            created_at: jiff::Timestamp::UNIX_EPOCH,
-            created_late: false,
-            completed_at: None,
-            completed_by: None,
-            note: None,
-        };
+        let stored = a.stored(id);
         notices.extend(assigned_notices(ctx, router, org, &stored, today));
     }
     notices
@@ -376,7 +359,6 @@ pub fn count_by_kind(notices: &[Notice]) -> HashMap<&'static str, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::Calendar;
     use crate::notify::settings::{NotifyConfig, Preference};
     use crate::org::{Person, StaffRecord};
     use crate::schedule::{FinancialYear, Schedule};
@@ -385,14 +367,9 @@ mod tests {
     fn ctx() -> Context {
         let path =
             std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/schedule.toml"));
-        let holidays = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/bank-holidays.json"
-        ))
-        .unwrap();
         Context {
             schedule: Schedule::parse(&std::fs::read_to_string(path).unwrap(), path).unwrap(),
-            calendar: Calendar::from_govuk_json(&holidays, "england-and-wales").unwrap(),
+            calendar: crate::calendar::shipped_for_tests(),
             tz: jiff::tz::TimeZone::get("Europe/London").unwrap(),
             fy: FinancialYear::starting_in(4).unwrap(),
             start_date: None,

@@ -81,6 +81,16 @@ impl Org {
         }
     }
 
+    /// The organisation a staff file describes, before any import: everyone current, active
+    /// from their start date (for `plan` and `check`, which write nothing).
+    pub fn from_records(records: impl IntoIterator<Item = StaffRecord>) -> Self {
+        Self::new(records.into_iter().map(|record| Person {
+            active_from: record.start_date,
+            record,
+            left_on: None,
+        }))
+    }
+
     /// The person with `id`, current or past.
     pub fn get(&self, id: &str) -> Option<&Person> {
         self.people.get(id)

@@ -100,12 +100,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn england() -> Calendar {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/bank-holidays.json"
-        ))
-        .unwrap();
-        Calendar::from_govuk_json(&text, crate::calendar::DEFAULT_DIVISION).unwrap()
+        crate::calendar::shipped_for_tests()
     }
 
     fn month(y: i16, m: i8) -> Period {

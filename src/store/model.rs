@@ -106,6 +106,31 @@ pub struct NewAssignment {
     pub note: Option<String>,
 }
 
+impl NewAssignment {
+    /// The assignment this becomes once stored with `id`: open, created now, not late — what
+    /// a notification about fresh work describes before the row is read back.
+    pub fn stored(&self, id: i64) -> Assignment {
+        Assignment {
+            id,
+            activity_id: self.activity_id.clone(),
+            period_label: self.period_label.clone(),
+            period_start: self.period_start,
+            period_end: self.period_end,
+            slot: self.slot.clone(),
+            assignee: self.assignee.clone(),
+            subject: self.subject.clone(),
+            trigger_id: self.trigger_id,
+            due: self.due,
+            status: Status::Open,
+            created_at: Timestamp::UNIX_EPOCH,
+            created_late: false,
+            completed_at: None,
+            completed_by: None,
+            note: None,
+        }
+    }
+}
+
 /// Which assignments to list.
 #[derive(Debug, Clone, Default)]
 pub struct AssignmentFilter {
