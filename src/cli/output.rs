@@ -3,7 +3,7 @@
 use jiff::civil::Date;
 use serde::Serialize;
 
-use crate::store::{Assignment, NewAssignment};
+use crate::domain::{Assignment, NewAssignment};
 
 /// How a listing is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,7 +56,7 @@ impl AssignmentView {
             period: a.period_label.clone(),
             period_start: a.period_start.to_string(),
             period_end: a.period_end.to_string(),
-            assignee: a.assignee.clone(),
+            assignee: a.assignee.to_string(),
             subject: a.subject.clone(),
             due: a.due.to_string(),
             status: a.status.as_str().to_owned(),
@@ -92,7 +92,7 @@ impl From<&NewAssignment> for PlanView {
             period: a.period_label.clone(),
             period_start: a.period_start.to_string(),
             period_end: a.period_end.to_string(),
-            assignee: a.assignee.clone(),
+            assignee: a.assignee.to_string(),
             due: a.due.to_string(),
         }
     }

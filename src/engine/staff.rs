@@ -141,13 +141,16 @@ pub async fn import_staff(
         }
     }
     // The leavers' open work, so the new holders can be told about it in the same transaction.
-    let moving: HashMap<i64, crate::store::Assignment> = if reassignments.is_empty() {
+    let moving: HashMap<i64, crate::domain::Assignment> = if reassignments.is_empty() {
         HashMap::new()
     } else {
         store
             .assignments(&crate::store::AssignmentFilter {
-                statuses: vec![crate::store::Status::Open],
-                assignees: reassignments.iter().map(|r| r.from.clone()).collect(),
+                statuses: vec![crate::domain::Status::Open],
+                assignees: reassignments
+                    .iter()
+                    .map(|r| crate::domain::Assignee::person(&r.from))
+                    .collect(),
                 ..Default::default()
             })
             .await?
@@ -155,20 +158,16 @@ pub async fn import_staff(
             .map(|a| (a.id, a))
             .collect()
     };
-    let notices = |moved: &[(i64, String, String)]| match &ctx.router {
-        Some(router) => {
-            let notices: Vec<_> = moved
-                .iter()
-                .filter_map(|(id, _, to)| moving.get(id).map(|a| (a, to)))
-                .flat_map(|(a, to)| {
-                    let mut a = a.clone();
-                    a.assignee = to.clone();
-                    crate::notify::planner::assigned_notices(ctx, router, &org, &a, today)
-                })
-                .collect();
-            router.route(&notices, &org, &ctx.calendar, now)
-        }
-        None => Vec::new(),
+    let notices = |moved: &[(i64, String, String)]| {
+        moved
+            .iter()
+            .filter_map(|(id, _, to)| moving.get(id).map(|a| (a, to)))
+            .flat_map(|(a, to)| {
+                let mut a = a.clone();
+                a.assignee = crate::domain::Assignee::person(to);
+                ctx.moved_notices(&org, &a, now)
+            })
+            .collect()
     };
     report.reassigned = store
         .sync_staff(&changes, &reassignments, actor, &notices, now)

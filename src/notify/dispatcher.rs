@@ -214,7 +214,7 @@ impl Dispatcher {
         let send = async move {
             let mut rows = rows.into_iter();
             let prepare = |row: OutboxRow| {
-                let prepared = self.prepare(&row, org);
+                let prepared = self.prepare(&row, org, now);
                 (row, prepared)
             };
             let mut next = rows.next().map(prepare);
@@ -311,14 +311,19 @@ impl Dispatcher {
 
     /// The channel and the rendered message for a row, or the outcome that makes sending moot
     /// (no such channel, a recipient who left or cannot be reached, a template that fails).
-    fn prepare(&self, row: &OutboxRow, org: &Org) -> Result<(&dyn Channel, Message), Outcome> {
+    fn prepare(
+        &self,
+        row: &OutboxRow,
+        org: &Org,
+        now: Timestamp,
+    ) -> Result<(&dyn Channel, Message), Outcome> {
         let Some(channel) = self.channels.get(&row.channel) else {
             return Err(Outcome::Dead(format!(
                 "channel `{}` is not configured",
                 row.channel
             )));
         };
-        let message = match self.message(row, org) {
+        let message = match self.message(row, org, now) {
             Ok(Some(m)) => m,
             Ok(None) => return Err(Outcome::Cancelled),
             Err(e) => return Err(Outcome::Dead(e)),
@@ -363,11 +368,19 @@ impl Dispatcher {
     }
 
     /// Renders a row into a message; `Ok(None)` when its recipient has left.
-    fn message(&self, row: &OutboxRow, org: &Org) -> Result<Option<Message>, String> {
+    fn message(
+        &self,
+        row: &OutboxRow,
+        org: &Org,
+        now: Timestamp,
+    ) -> Result<Option<Message>, String> {
         let kind = Kind::parse(&row.kind).ok_or_else(|| format!("unknown kind `{}`", row.kind))?;
         let context: TemplateContext =
             serde_json::from_str(&row.context).map_err(|e| format!("unreadable context: {e}"))?;
-        let recipient = if row.recipient.starts_with("role:") {
+        let recipient = if matches!(
+            crate::domain::Assignee::parse(&row.recipient),
+            crate::domain::Assignee::Role(_)
+        ) {
             Recipient {
                 staff_id: row.recipient.clone(),
                 email: None,
@@ -414,6 +427,7 @@ impl Dispatcher {
             html: rendered.html,
             link: first.map(|i| i.link.clone()),
             calendar,
+            composed_at: now,
         }))
     }
 
@@ -459,6 +473,7 @@ impl Dispatcher {
                 html: rendered.html.clone(),
                 link: Some(context.base_url.clone()),
                 calendar: None,
+                composed_at: now,
             };
             let outcome = if channel.reaches(&recipient) {
                 channel.deliver(&message).await
@@ -517,7 +532,13 @@ async fn claim_batch(
     let ids: BTreeSet<&str> = rows
         .iter()
         .map(|row| row.recipient.as_str())
-        .filter(|id| !id.starts_with("role:") && *id != "admin")
+        .filter(|id| {
+            *id != "admin"
+                && matches!(
+                    crate::domain::Assignee::parse(id),
+                    crate::domain::Assignee::Person(_)
+                )
+        })
         .collect();
     let people = store
         .people_by_id(&ids.into_iter().collect::<Vec<_>>())

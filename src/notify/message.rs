@@ -114,6 +114,10 @@ pub struct Message {
     pub link: Option<String>,
     /// A due date for the recipient's calendar.
     pub calendar: Option<CalendarEvent>,
+    /// When this copy was composed (the caller's clock, at send time): the email `Date:`
+    /// header, the `.ics` `DTSTAMP`, the webhook signature timestamp and the base for a
+    /// `Retry-After` date. Channels never read a clock of their own.
+    pub composed_at: jiff::Timestamp,
 }
 
 /// Why a delivery failed, and whether trying again can help.

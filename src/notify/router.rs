@@ -259,3 +259,36 @@ impl Router {
         rows
     }
 }
+
+impl Router {
+    /// The router the engine context carries as its [`Announcer`], when channels are configured.
+    pub fn of(ctx: &crate::engine::Context) -> Option<&Router> {
+        let announcer: &dyn std::any::Any = ctx.announcer.as_deref()?;
+        announcer.downcast_ref::<Router>()
+    }
+}
+
+impl crate::engine::Announcer for Router {
+    fn new_work(
+        &self,
+        ctx: &crate::engine::Context,
+        org: &Org,
+        created: &[(i64, &crate::domain::NewAssignment)],
+        now: Timestamp,
+    ) -> Vec<NewOutbox> {
+        let notices =
+            super::planner::new_assignment_notices(ctx, self, org, created, ctx.today(now));
+        self.route(&notices, org, &ctx.calendar, now)
+    }
+
+    fn moved(
+        &self,
+        ctx: &crate::engine::Context,
+        org: &Org,
+        moved: &crate::domain::Assignment,
+        now: Timestamp,
+    ) -> Vec<NewOutbox> {
+        let notices = super::planner::assigned_notices(ctx, self, org, moved, ctx.today(now));
+        self.route(&notices, org, &ctx.calendar, now)
+    }
+}

@@ -24,6 +24,7 @@ use sqlx::{FromRow, PgPool, QueryBuilder, SqlitePool, Transaction};
 
 pub use model::*;
 
+use crate::domain::{Actor, Assignee, Assignment, HistoryEntry, NewAssignment, Status, Via};
 use crate::org::{Person, StaffRecord};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -178,7 +179,10 @@ impl TryFrom<AssignmentRow> for Assignment {
             period_start: date("period_start", &r.period_start)?,
             period_end: date("period_end", &r.period_end)?,
             due: date("due", &r.due)?,
-            status: Status::parse(&r.status),
+            status: Status::parse(&r.status).ok_or_else(|| StoreError::Corrupt {
+                column: "status",
+                value: r.status.clone(),
+            })?,
             created_at: instant("created_at", &r.created_at)?,
             completed_at: r
                 .completed_at
@@ -188,7 +192,7 @@ impl TryFrom<AssignmentRow> for Assignment {
             activity_id: r.activity_id,
             period_label: r.period_label,
             slot: r.slot,
-            assignee: r.assignee,
+            assignee: Assignee::parse(&r.assignee),
             subject: (!r.subject.is_empty()).then_some(r.subject),
             trigger_id: r.trigger_id,
             created_late: r.created_late,
@@ -471,8 +475,8 @@ impl Store {
                 .await?;
                 for id in ids {
                     sqlx::query(
-                        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) \
-                         VALUES ($1, 'reassigned', $2, $3, $4)",
+                        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail, via) \
+                         VALUES ($1, 'reassigned', $2, $3, $4, 'system')",
                     )
                     .bind(id)
                     .bind(actor)
@@ -528,7 +532,7 @@ impl Store {
         let ids = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let created = tx
-                .insert_assignments(rows, created_late, "system:reconcile", &at)
+                .insert_assignments(rows, created_late, &Actor::system("reconcile"), &at)
                 .await?;
             let pairs: Vec<(i64, &NewAssignment)> =
                 created.iter().map(|&(id, i)| (id, &rows[i])).collect();
@@ -589,7 +593,7 @@ impl Store {
                 qb.push(" AND assignee IN (");
                 let mut list = qb.separated(", ");
                 for a in &filter.assignees {
-                    list.push_bind(a.clone());
+                    list.push_bind(a.to_string());
                 }
                 qb.push(")");
             }
@@ -606,7 +610,7 @@ impl Store {
     pub async fn complete(
         &self,
         id: i64,
-        by: &str,
+        by: &Actor,
         note: Option<&str>,
         triggered: &[NewAssignment],
         notices: NoticesFor<'_>,
@@ -620,7 +624,7 @@ impl Store {
                  note = $3 WHERE id = $4 AND status = 'open'",
             )
             .bind(&at)
-            .bind(by)
+            .bind(&by.staff_id)
             .bind(note)
             .bind(id)
             .execute(&mut *tx)
@@ -635,7 +639,12 @@ impl Store {
                 tx.rollback().await?;
                 return match status {
                     None => Err(StoreError::NotFound(id)),
-                    Some(s) => Ok(Completion::NotOpen(Status::parse(&s))),
+                    Some(s) => Ok(Completion::NotOpen(Status::parse(&s).ok_or(
+                        StoreError::Corrupt {
+                            column: "status",
+                            value: s,
+                        },
+                    )?)),
                 };
             }
             record(
@@ -664,7 +673,7 @@ impl Store {
         &self,
         id: i64,
         to: &str,
-        by: &str,
+        by: &Actor,
         notices: &[NewOutbox],
         now: Timestamp,
     ) -> Result<bool, StoreError> {
@@ -706,7 +715,7 @@ impl Store {
     pub async fn cancel(
         &self,
         id: i64,
-        by: &str,
+        by: &Actor,
         reason: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
@@ -733,20 +742,35 @@ impl Store {
 
     /// An assignment's history, oldest first.
     pub async fn history(&self, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
-        let rows: Vec<(i64, String, String, String, String)> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT assignment_id, event, actor, at, detail FROM assignment_history \
+        let rows: Vec<(i64, String, String, String, String, Option<String>)> =
+            on_pool!(self, |pool| {
+                sqlx::query_as(
+                    "SELECT assignment_id, event, actor, at, detail, via FROM assignment_history \
                  WHERE assignment_id = $1 ORDER BY id",
-            )
-            .bind(id)
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .bind(id)
+                .fetch_all(pool)
+                .await?
+            });
         rows.into_iter()
-            .map(|(assignment_id, event, actor, at, detail)| {
+            .map(|(assignment_id, event, actor, at, detail, via)| {
+                // Rows from before `via` was recorded: qaloop's own changes say so in the
+                // actor, and the CLI was the only other edge.
+                let via = match via.as_deref().map(Via::parse) {
+                    Some(Some(via)) => via,
+                    Some(None) => {
+                        return Err(StoreError::Corrupt {
+                            column: "via",
+                            value: via.unwrap_or_default(),
+                        });
+                    }
+                    None if actor.starts_with("system:") => Via::System,
+                    None => Via::Cli,
+                };
                 Ok(HistoryEntry {
                     assignment_id,
                     event,
+                    via,
                     actor,
                     at: instant("at", &at)?,
                     detail,
@@ -774,7 +798,7 @@ async fn record<'c, DB>(
     tx: &mut Transaction<'c, DB>,
     id: i64,
     event: &str,
-    actor: &str,
+    actor: &Actor,
     at: &str,
     detail: &str,
 ) -> Result<(), sqlx::Error>
@@ -786,14 +810,15 @@ where
     for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     sqlx::query(
-        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail, via) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id)
     .bind(event.to_owned())
-    .bind(actor.to_owned())
+    .bind(actor.staff_id.clone())
     .bind(at.to_owned())
     .bind(detail.to_owned())
+    .bind(actor.via.as_str().to_owned())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -819,7 +844,7 @@ trait InsertAssignments {
         &mut self,
         rows: &[NewAssignment],
         created_late: bool,
-        actor: &str,
+        actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error>;
 }
@@ -859,7 +884,7 @@ impl InsertAssignments for Transaction<'_, sqlx::Sqlite> {
         &mut self,
         rows: &[NewAssignment],
         created_late: bool,
-        actor: &str,
+        actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
         let largest = "SELECT COALESCE(MAX(id), 0) FROM assignments";
@@ -894,7 +919,7 @@ impl InsertAssignments for Transaction<'_, sqlx::Postgres> {
         &mut self,
         rows: &[NewAssignment],
         created_late: bool,
-        actor: &str,
+        actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
         let mut ids = Vec::with_capacity(rows.len());
@@ -930,7 +955,7 @@ where
             .push_bind(r.period_start.to_string())
             .push_bind(r.period_end.to_string())
             .push_bind(r.slot.as_str())
-            .push_bind(r.assignee.as_str())
+            .push_bind(r.assignee.to_string())
             .push_bind(r.subject.as_deref().unwrap_or(""))
             .push_bind(r.trigger_id)
             .push_bind(r.due.to_string())
@@ -949,7 +974,7 @@ where
 fn push_history_select<DB>(
     qb: &mut QueryBuilder<DB>,
     rows: &[NewAssignment],
-    actor: &str,
+    actor: &Actor,
     at: &str,
     source: &str,
 ) where
@@ -958,10 +983,15 @@ fn push_history_select<DB>(
     for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     qb.push(
-        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) \
+        "INSERT INTO assignment_history (assignment_id, event, actor, at, via, detail) \
          SELECT a.id, 'created', ",
     );
-    qb.push_bind(actor).push(", ").push_bind(at).push(", ");
+    qb.push_bind(actor.staff_id.as_str())
+        .push(", ")
+        .push_bind(at)
+        .push(", ")
+        .push_bind(actor.via.as_str())
+        .push(", ");
     let noted: Vec<&NewAssignment> = rows.iter().filter(|r| r.note.is_some()).collect();
     if noted.is_empty() {
         qb.push("'' FROM ").push(source).push(" a");
