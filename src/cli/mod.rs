@@ -1,6 +1,7 @@
 //! The `qaloop` command line. Each command reads the clock once (`--now`, default the real
 //! clock) and passes it inward; exit codes follow sysexits.
 
+pub mod actions;
 pub mod output;
 
 use std::path::PathBuf;
@@ -89,6 +90,12 @@ pub enum Command {
         /// What to do with assignments.
         #[command(subcommand)]
         command: AssignmentsCommand,
+    },
+    /// Actions raised by audits: the closing-the-loop tracker.
+    Actions {
+        /// What to do with actions.
+        #[command(subcommand)]
+        command: actions::ActionsCommand,
     },
     /// Run the daemon.
     Serve,
@@ -345,6 +352,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Plan { from, to, format } => plan(config, from, to, format),
         Command::Tick { now } => tick(config, now_or_clock(now)).await,
         Command::Assignments { command } => assignments(config, command).await,
+        Command::Actions { command } => actions::run(config, command).await,
         Command::Outbox { command } => outbox(config, command).await,
         Command::Notify {
             command: NotifyCommand::Test { to, channel },

@@ -7,10 +7,12 @@
 //! **Invariant:** pure — no IO, never reads the clock. Authorisation is decided here and only
 //! here ([`authorise`]), so the CLI and the web cannot disagree about who may do what.
 
+pub mod action;
 pub mod assignee;
 pub mod assignment;
 pub mod authz;
 
+pub use action::{Action, ActionChange, ActionError, ActionSource, ActionState, NewAction};
 pub use assignee::Assignee;
 pub use assignment::{Assignment, HistoryEntry, NewAssignment, Status};
 pub use authz::{Actor, Operation, Refusal, Via, authorise};

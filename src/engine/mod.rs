@@ -4,6 +4,7 @@
 //! shell that reads the store, plans, and writes the difference. The engine never imports
 //! `notify`: it asks its [`Announcer`] what to queue.
 
+pub mod actions;
 pub mod announce;
 pub mod change;
 pub mod complete;

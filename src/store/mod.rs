@@ -78,8 +78,10 @@ macro_rules! on_pool {
     };
 }
 
+pub mod actions;
 pub mod outbox;
 
+pub use actions::{ActionChanged, ActionFilter, ActionHistoryEntry};
 pub use outbox::{NewOutbox, OutboxRow, OutboxStatus};
 
 /// Builds the notifications caused by newly created assignments, inside their transaction:
@@ -409,7 +411,8 @@ impl Store {
         rows.into_iter().map(Person::try_from).collect()
     }
 
-    /// Applies staff changes and moves leavers' open work, all in one transaction.
+    /// Applies staff changes and moves leavers' open work and unverified actions, all in one
+    /// transaction.
     pub async fn sync_staff(
         &self,
         changes: &[StaffChange],
@@ -487,6 +490,9 @@ impl Store {
                     outbox::cancel_for_assignment(&mut tx, id, "assignee left").await?;
                     moved.push((id, re.from.clone(), re.to.clone()));
                 }
+            }
+            for re in reassignments {
+                actions::hand_over(&mut tx, &re.from, &re.to, &at).await?;
             }
             outbox::insert(&mut tx, &notices(&moved), &at).await?;
             tx.commit().await?;
