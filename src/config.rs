@@ -32,6 +32,9 @@ pub struct Settings {
     /// Ways of reaching people: `[[channels]]`.
     #[serde(default)]
     pub channels: Vec<crate::notify::ChannelSettings>,
+    /// Urgent concerns: who is alerted and how insistently.
+    #[serde(default)]
+    pub urgent: crate::domain::UrgentSettings,
     /// The file the settings came from; relative paths were resolved against its folder.
     #[serde(skip)]
     pub source: PathBuf,

@@ -25,6 +25,8 @@ pub struct PassReport {
     pub reconcile: ReconcileReport,
     /// Today's notification decision.
     pub notices: crate::notify::daily::DecisionReport,
+    /// Urgent-concern alerts queued.
+    pub urgent: u64,
     /// What was sent, when notifications are configured.
     pub dispatch: Option<crate::notify::dispatcher::DispatchReport>,
 }
@@ -90,6 +92,7 @@ pub async fn run_pass(
     }
     let reconcile = reconcile(store, ctx, now).await?;
     let notices = crate::notify::daily::decide(store, ctx, now).await?;
+    let urgent = crate::notify::urgent::decide(store, ctx, &settings.urgent, now).await?;
     let dispatch = match dispatcher {
         Some(d) => Some(d.dispatch(store, now).await?),
         None => None,
@@ -99,6 +102,7 @@ pub async fn run_pass(
         staff_problems,
         reconcile,
         notices,
+        urgent,
         dispatch,
     })
 }

@@ -2,6 +2,7 @@
 //! clock) and passes it inward; exit codes follow sysexits.
 
 pub mod actions;
+pub mod concerns;
 pub mod output;
 
 use std::path::PathBuf;
@@ -96,6 +97,12 @@ pub enum Command {
         /// What to do with actions.
         #[command(subcommand)]
         command: actions::ActionsCommand,
+    },
+    /// Urgent and health concerns recorded in audits.
+    Concerns {
+        /// What to do with concerns.
+        #[command(subcommand)]
+        command: concerns::ConcernsCommand,
     },
     /// Run the daemon.
     Serve,
@@ -353,6 +360,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Tick { now } => tick(config, now_or_clock(now)).await,
         Command::Assignments { command } => assignments(config, command).await,
         Command::Actions { command } => actions::run(config, command).await,
+        Command::Concerns { command } => concerns::run(config, command).await,
         Command::Outbox { command } => outbox(config, command).await,
         Command::Notify {
             command: NotifyCommand::Test { to, channel },

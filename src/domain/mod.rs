@@ -11,8 +11,10 @@ pub mod action;
 pub mod assignee;
 pub mod assignment;
 pub mod authz;
+pub mod concern;
 
 pub use action::{Action, ActionChange, ActionError, ActionSource, ActionState, NewAction};
 pub use assignee::Assignee;
 pub use assignment::{Assignment, HistoryEntry, NewAssignment, Status};
 pub use authz::{Actor, Operation, Refusal, Via, authorise};
+pub use concern::{AlertRound, Concern, ConcernKind, UrgentSettings};

@@ -50,6 +50,9 @@ const RECORD_BATCH: usize = 32;
 /// The longest an outcome waits for others to be recorded with it.
 const RECORD_WITHIN: Duration = Duration::from_millis(100);
 
+/// Kinds sent at any hour: working hours hold routine mail, never these.
+const NEVER_HELD: [&str; 2] = ["urgent_concern", "admin_alert"];
+
 /// Retry policy, from `[notify]`.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -152,16 +155,16 @@ impl Dispatcher {
         now: Timestamp,
     ) -> Result<DispatchReport, StoreError> {
         let mut report = DispatchReport::default();
-        if let Some((hours, calendar)) = &self.hours
-            && !hours.contains(now, calendar)
-        {
-            return Ok(report);
-        }
-        let mut batch = claim_batch(store, now).await?;
+        // Outside working hours only what is never held goes out.
+        let kinds: Option<&[&str]> = match &self.hours {
+            Some((hours, calendar)) if !hours.contains(now, calendar) => Some(&NEVER_HELD),
+            _ => None,
+        };
+        let mut batch = claim_batch(store, now, kinds).await?;
         while let Some((rows, recipients)) = batch {
             let (sent, next) = tokio::join!(
                 self.send_batch(store, &recipients, rows, now),
-                claim_batch(store, now)
+                claim_batch(store, now, kinds)
             );
             let sent = sent?;
             report.sent += sent.sent;
@@ -171,7 +174,7 @@ impl Dispatcher {
                 Some(next) => Some(next),
                 // That claim ran while this batch was sent, so it could not see what recording
                 // the batch queued (admin alerts) or released: look once more.
-                None => claim_batch(store, now).await?,
+                None => claim_batch(store, now, kinds).await?,
             };
         }
         Ok(report)
@@ -524,8 +527,9 @@ impl Dispatcher {
 async fn claim_batch(
     store: &Store,
     now: Timestamp,
+    kinds: Option<&[&str]>,
 ) -> Result<Option<(Vec<OutboxRow>, Org)>, StoreError> {
-    let rows = store.claim(now, now + LEASE, BATCH).await?;
+    let rows = store.claim_kinds(now, now + LEASE, BATCH, kinds).await?;
     if rows.is_empty() {
         return Ok(None);
     }

@@ -31,6 +31,9 @@ pub enum Kind {
     Test,
     /// To the admin channel: a message could not be delivered.
     AdminAlert,
+    /// An audit recorded an urgent (or health) concern: sent at once, never held or bundled,
+    /// repeated until someone acknowledges it.
+    UrgentConcern,
 }
 
 impl Kind {
@@ -47,11 +50,12 @@ impl Kind {
             Kind::CatchUp => "catch_up",
             Kind::Test => "test",
             Kind::AdminAlert => "admin_alert",
+            Kind::UrgentConcern => "urgent_concern",
         }
     }
 
     /// Every kind, for template checks.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::NewAssignment,
         Kind::Reminder,
         Kind::DueToday,
@@ -62,6 +66,7 @@ impl Kind {
         Kind::CatchUp,
         Kind::Test,
         Kind::AdminAlert,
+        Kind::UrgentConcern,
     ];
 
     /// Parses the snake_case name.

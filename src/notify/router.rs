@@ -176,6 +176,11 @@ impl Router {
 
     /// The channels a notice of `kind` to `staff_id` goes through.
     fn channels_for(&self, kind: Kind, staff_id: &str, org: &Org) -> Vec<&ChannelInfo> {
+        // An urgent concern goes out on every channel there is, whatever the routes or anyone's
+        // preferences say.
+        if kind == Kind::UrgentConcern {
+            return self.channels.iter().collect();
+        }
         let mandatory = matches!(kind, Kind::Escalation | Kind::SltDigest);
         if !mandatory
             && let Some(chosen) = self

@@ -79,9 +79,11 @@ macro_rules! on_pool {
 }
 
 pub mod actions;
+pub mod concerns;
 pub mod outbox;
 
 pub use actions::{ActionChanged, ActionFilter, ActionHistoryEntry};
+pub use concerns::{Acknowledged, NewConcern};
 pub use outbox::{NewOutbox, OutboxRow, OutboxStatus};
 
 /// Builds the notifications caused by newly created assignments, inside their transaction:
