@@ -253,11 +253,15 @@ pub async fn serve(
         } else if mtime != staff_mtime {
             staff_mtime = mtime;
             pass("staff-file").await;
-        } else if let Some(dispatcher) = &dispatcher {
-            // Between passes: send what working hours released and what is due a retry.
-            if let Err(e) = dispatcher.dispatch(&store, now.timestamp()).await {
-                tracing::error!(error = %e, "dispatch failed; will retry at the next wake-up");
-            }
+        } else {
+            crate::pass::between_passes(
+                &store,
+                &settings,
+                &ctx,
+                dispatcher.as_ref(),
+                now.timestamp(),
+            )
+            .await;
         }
     }
     tracing::info!("shutting down");
