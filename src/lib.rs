@@ -10,6 +10,7 @@
 //! - [`engine`]: plan (pure) and reconcile (plan + store).
 //! - [`store`]: SQLite and PostgreSQL behind one type; the only module that writes SQL.
 //! - [`cli`]: the `qaloop` commands; [`daemon`]: `qaloop serve`.
+//! - [`ops`]: running as a service: validated loading, systemd, liveness.
 //!
 //! # Data flow
 //! settings → (schedule, calendar, staff) → `engine::plan(now)` → desired assignments →
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod engine;
 pub mod inputs;
 pub mod notify;
+pub mod ops;
 pub mod org;
 pub mod pass;
 pub mod problem;

@@ -1,8 +1,17 @@
 //! The `qaloop` command line. Each command reads the clock once (`--now`, default the real
 //! clock) and passes it inward; exit codes follow sysexits.
 
+/// `println!` for command output: a reader that went away (`qaloop check | head -1`) ends the
+/// command quietly with exit 0 instead of a panic; any other write error is a failure.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::line(format_args!($($arg)*))?
+    };
+}
+
 pub mod output;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -261,6 +270,10 @@ impl Failure {
             message: message.into(),
         }
     }
+    /// Standard output was closed by its reader: stop quietly, exit 0.
+    pub(crate) fn closed_pipe() -> Self {
+        Self::new(exit::OK, "")
+    }
     fn config(problems: Problems) -> Self {
         Self::new(exit::CONFIG, problems.to_string())
     }
@@ -290,8 +303,11 @@ pub fn main(cli: Cli) -> ExitCode {
         .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
+        // The reader of our output went away: not an error (`| head`).
+        Err(failure) if failure.code == exit::OK => ExitCode::from(exit::OK),
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            // A closed stderr must not panic either.
+            let _ = writeln!(std::io::stderr(), "error: {}", failure.message);
             ExitCode::from(failure.code)
         }
     }
@@ -335,7 +351,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Migrate => {
             let loaded = load(config, "warn")?;
             let store = open_store(&loaded.settings).await?;
-            println!("migrations applied ({})", store.backend_name());
+            out!("migrations applied ({})", store.backend_name());
             Ok(())
         }
         Command::Staff {
@@ -394,25 +410,26 @@ fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
         .expect("in range");
     let org = Org::from_records(staff.records.iter().cloned());
     let planned = plan_window(&ctx, &org, today, horizon);
-    println!("configuration OK: {}", settings.source.display());
-    println!(
+    out!("configuration OK: {}", settings.source.display());
+    out!(
         "organisation: {} ({})",
-        settings.organisation.name, settings.organisation.timezone
+        settings.organisation.name,
+        settings.organisation.timezone
     );
-    println!(
+    out!(
         "schedule: {} activities ({})",
         ctx.schedule.activities.len(),
         settings.schedule.file.display()
     );
-    println!(
+    out!(
         "staff: {} people ({})",
         staff.records.len(),
         settings.organisation.staff_file.display()
     );
     for (role, count) in org.role_counts() {
-        println!("  {role:<24} {count}");
+        out!("  {role:<24} {count}");
     }
-    println!(
+    out!(
         "next 12 months ({today} to {horizon}): {} assignments",
         planned.len()
     );
@@ -426,7 +443,7 @@ fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
             Some(c) => c.as_str().to_owned(),
             None => format!("after {}", activity.triggered_by.as_deref().unwrap_or("?")),
         };
-        println!(
+        out!(
             "  {:<30} {:>5}  {how}, due {}",
             activity.id,
             count,
@@ -440,7 +457,7 @@ fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
         horizon,
         &settings.calendar.bank_holidays_file,
     ) {
-        println!("warning: {warning}");
+        out!("warning: {warning}");
     }
     Ok(())
 }
@@ -469,7 +486,7 @@ async fn staff_import(
             .set_meta(crate::pass::STAFF_DIGEST_KEY, &staff.digest)
             .await?;
     }
-    println!(
+    out!(
         "imported {} people: {} joined, {} changed, {} left, {} rejoined, {} assignments reassigned",
         staff.records.len(),
         report.joined.len(),
@@ -479,7 +496,7 @@ async fn staff_import(
         report.reassigned.len()
     );
     for (id, from, to) in &report.reassigned {
-        println!("  assignment {id}: {from} -> {to}");
+        out!("  assignment {id}: {from} -> {to}");
     }
     Ok(())
 }
@@ -529,10 +546,13 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     .await
     .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
     if let Some(problems) = &report.staff_problems {
-        eprintln!("staff file not imported (the current staff list stays):\n{problems}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "staff file not imported (the current staff list stays):\n{problems}"
+        );
     }
     if let Some(staff) = &report.staff {
-        println!(
+        out!(
             "staff: {} joined, {} changed, {} left, {} assignments reassigned",
             staff.joined.len(),
             staff.changed.len(),
@@ -541,12 +561,13 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
         );
     }
     let r = &report.reconcile;
-    println!(
+    out!(
         "tick at {now}: created {} assignments ({} late)",
-        r.created, r.created_late
+        r.created,
+        r.created_late
     );
     for (activity, period, count) in &r.periods {
-        println!("  {activity} {period}: {count}");
+        out!("  {activity} {period}: {count}");
     }
     if report.notices.queued > 0 {
         let mode = if report.notices.catch_up {
@@ -554,10 +575,10 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
         } else {
             ""
         };
-        println!("notifications: {} queued{mode}", report.notices.queued);
+        out!("notifications: {} queued{mode}", report.notices.queued);
     }
     if let Some(d) = &report.dispatch {
-        println!("sent {}, retrying {}, dead {}", d.sent, d.retrying, d.dead);
+        out!("sent {}, retrying {}, dead {}", d.sent, d.retrying, d.dead);
     }
     Ok(())
 }
@@ -617,12 +638,14 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
             let now = now_or_clock(now);
             match complete(&store, ctx, id, &by, note.as_deref(), now).await {
                 Ok((a, triggered)) => {
-                    println!(
+                    out!(
                         "assignment {} ({} {}) completed by {by}",
-                        a.id, a.activity_id, a.period_label
+                        a.id,
+                        a.activity_id,
+                        a.period_label
                     );
                     for t in triggered {
-                        println!("  created assignment {t}");
+                        out!("  created assignment {t}");
                     }
                     Ok(())
                 }
@@ -675,7 +698,7 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
                 None => Vec::new(),
             };
             if store.reassign(id, &to, &by, &notices, now).await? {
-                println!("assignment {id} reassigned to {to}");
+                out!("assignment {id} reassigned to {to}");
                 Ok(())
             } else {
                 Err(Failure::new(
@@ -701,7 +724,7 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
                 ));
             }
             if store.cancel(id, &by, &reason, now_or_clock(now)).await? {
-                println!("assignment {id} cancelled");
+                out!("assignment {id} cancelled");
                 Ok(())
             } else {
                 Err(Failure::new(
@@ -748,7 +771,7 @@ async fn outbox(config: Option<&std::path::Path>, command: OutboxCommand) -> Out
         }
         OutboxCommand::Retry { id, now } => {
             if store.retry(id, now_or_clock(now)).await? {
-                println!("outbox row {id} re-queued; the daemon (or `qaloop tick`) will send it");
+                out!("outbox row {id} re-queued; the daemon (or `qaloop tick`) will send it");
                 Ok(())
             } else {
                 match store.outbox_row(id).await? {
@@ -807,10 +830,10 @@ async fn notify_test(config: Option<&std::path::Path>, to: &str, channel: Option
     let mut failed = 0;
     for (name, outcome) in &results {
         match outcome {
-            Ok(()) => println!("{name}: sent"),
+            Ok(()) => out!("{name}: sent"),
             Err(e) => {
                 failed += 1;
-                println!("{name}: {e}");
+                out!("{name}: {e}");
             }
         }
     }

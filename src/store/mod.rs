@@ -78,6 +78,7 @@ macro_rules! on_pool {
 }
 
 pub mod outbox;
+pub mod stats;
 
 pub use outbox::{NewOutbox, OutboxRow, OutboxStatus};
 

@@ -1,0 +1,263 @@
+//! Operating qaloop as a service: closed pipes, systemd notifications, reload on SIGHUP,
+//! `check` against what `serve` needs, health and metrics, backups. Runs the real binary.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::org::config_dir;
+
+/// A temp folder holding a copy of the shipped config with a SQLite database inside it.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "schedule.toml",
+            "bank-holidays.json",
+            "example-staff.csv",
+            "example.toml",
+        ] {
+            std::fs::copy(config_dir().join(file), dir.path().join(file)).unwrap();
+        }
+        std::fs::rename(
+            dir.path().join("example.toml"),
+            dir.path().join("qaloop.toml"),
+        )
+        .unwrap();
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn edit(&self, name: &str, f: impl FnOnce(String) -> String) {
+        let path = self.path(name);
+        std::fs::write(&path, f(std::fs::read_to_string(&path).unwrap())).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qaloop"));
+        cmd.arg("--config").arg(self.path("qaloop.toml")).args(args);
+        cmd.env_remove("QALOOP_CONFIG")
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `args` with stdout a pipe whose reader is already gone: every write fails with EPIPE.
+fn run_into_closed_pipe(s: &Setup, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    s.command(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly_with_exit_0_in_every_printing_command() {
+    let s = Setup::new();
+    let now = "2027-05-10T09:00:00Z";
+    for args in [
+        vec!["check", "--now", now],
+        vec!["tick", "--now", now],
+        vec!["plan", "--from", "2027-05-01", "--to", "2027-06-30"],
+        vec!["assignments", "list", "--now", now],
+        vec!["outbox", "list"],
+        vec!["migrate"],
+    ] {
+        let out = run_into_closed_pipe(&s, &args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // The tick above really ran (the pipe closing did not stop its work): work exists.
+    let listed = s.run(&["assignments", "list", "--format", "json", "--now", now]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(!rows.is_empty(), "{}", stdout(&listed));
+}
+
+/// A Unix datagram socket standing in for systemd's `NOTIFY_SOCKET`.
+struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+    /// Every datagram received so far, in order.
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &std::path::Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        NotifySocket {
+            socket,
+            path,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads datagrams until one satisfies `pred`, or panics after `limit`.
+    fn wait_for(&mut self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(msg.clone());
+                if pred(&msg) {
+                    return msg;
+                }
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no {what} from serve within {limit:?}; got {:?}",
+                self.seen
+            );
+        }
+    }
+}
+
+/// Waits until the log file contains `needle` `count` times, or panics after `limit`.
+fn wait_for_log(log: &std::path::Path, needle: &str, count: usize, daemon: &mut Child) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= count {
+            return text;
+        }
+        if let Some(status) = daemon.try_wait().unwrap() {
+            panic!("serve exited ({status}) waiting for `{needle}`:\n{text}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "`{needle}` not logged within 60 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let sent = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[test]
+fn serve_speaks_sd_notify_reloads_on_sighup_keeps_the_old_config_when_the_new_is_bad() {
+    let s = Setup::new();
+    let mut notify = NotifySocket::bind(s.dir.path());
+    let log = s.path("serve.log");
+    // `exec` keeps the shell's pid, so WATCHDOG_PID names the daemon as systemd would.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" --config "$1" serve"#)
+        .arg(env!("CARGO_BIN_EXE_qaloop"))
+        .arg(s.path("qaloop.toml"))
+        .env_remove("QALOOP_CONFIG")
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "1500000")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut daemon = cmd.spawn().unwrap();
+
+    // Ready only after the first pass, with a status line naming it and the queue.
+    let ready = notify.wait_for("READY=1", Duration::from_secs(120), |m| {
+        m.contains("READY=1")
+    });
+    assert!(ready.contains("STATUS=last pass "), "{ready}");
+    assert!(ready.contains("outbox: "), "{ready}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("pass complete"), "{text}");
+    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+    assert!(text.contains("mail-files (file)"), "{text}");
+    // The watchdog pings: the loop is alive and the database answers.
+    notify.wait_for("WATCHDOG=1", Duration::from_secs(10), |m| {
+        m == "WATCHDOG=1\n"
+    });
+
+    // A bad configuration (a misspelt key, a broken schedule) is refused; the daemon lives on.
+    let good_toml = std::fs::read_to_string(s.path("qaloop.toml")).unwrap();
+    let good_schedule = std::fs::read_to_string(s.path("schedule.toml")).unwrap();
+    s.edit("qaloop.toml", |t| {
+        t.replace("every_minutes = 60", "every_minute = 60")
+    });
+    signal(&daemon, "-HUP");
+    notify.wait_for("RELOADING=1", Duration::from_secs(30), |m| {
+        m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC=")
+    });
+    let text = wait_for_log(&log, "reload refused: keeping", 1, &mut daemon);
+    assert!(text.contains("every_minute"), "{text}");
+    notify.wait_for("READY=1 after the reload", Duration::from_secs(30), |m| {
+        m.contains("READY=1")
+    });
+    assert!(daemon.try_wait().unwrap().is_none(), "SIGHUP killed serve");
+
+    std::fs::write(s.path("qaloop.toml"), &good_toml).unwrap();
+    s.edit("schedule.toml", |t| {
+        t.replacen("cadence = \"monthly\"", "cadence = \"fortnightly\"", 1)
+    });
+    signal(&daemon, "-HUP");
+    let text = wait_for_log(&log, "reload refused: keeping", 2, &mut daemon);
+    assert!(text.contains("fortnightly"), "{text}");
+
+    // A good one takes over and is logged.
+    std::fs::write(s.path("schedule.toml"), &good_schedule).unwrap();
+    s.edit("qaloop.toml", |t| {
+        t.replace("every_minutes = 60", "every_minutes = 30")
+    });
+    signal(&daemon, "-HUP");
+    wait_for_log(&log, "configuration reloaded", 1, &mut daemon);
+    assert!(daemon.try_wait().unwrap().is_none(), "SIGHUP killed serve");
+
+    // SIGTERM: STOPPING=1, then a clean exit.
+    signal(&daemon, "-TERM");
+    notify.wait_for("STOPPING=1", Duration::from_secs(10), |m| {
+        m.contains("STOPPING=1")
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "serve exit status {status:?}");
+}
