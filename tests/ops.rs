@@ -204,6 +204,11 @@ fn serve_speaks_sd_notify_reloads_on_sighup_keeps_the_old_config_when_the_new_is
     assert!(text.contains("pass complete"), "{text}");
     assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
     assert!(text.contains("mail-files (file)"), "{text}");
+    assert!(text.contains("next_trigger="), "{text}");
+    assert!(text.contains("database=sqlite "), "{text}");
+    // Third-party INFO noise is off without RUST_LOG.
+    assert!(!text.contains("tokio_cron_scheduler"), "{text}");
+    assert!(!text.contains(" sqlx"), "{text}");
     // The watchdog pings: the loop is alive and the database answers.
     notify.wait_for("WATCHDOG=1", Duration::from_secs(10), |m| {
         m == "WATCHDOG=1\n"
@@ -260,4 +265,53 @@ fn serve_speaks_sd_notify_reloads_on_sighup_keeps_the_old_config_when_the_new_is
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "serve exit status {status:?}");
+}
+
+/// `JOURNAL_STREAM` naming this file as systemd would: `DEVICE:INODE`.
+fn journal_stream_of(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    format!("{}:{}", m.dev(), m.ino())
+}
+
+#[test]
+fn under_journald_log_lines_carry_syslog_priorities_and_elsewhere_they_do_not() {
+    let s = Setup::new();
+    s.edit("example-staff.csv", |t| {
+        t + "X0001,Bad Row,not-an-email,team_manager,,Team,Service,North,,\n"
+    });
+    let run = |journal: bool| {
+        let log = s.path(if journal { "journal.log" } else { "plain.log" });
+        let file = std::fs::File::create(&log).unwrap();
+        let stream = if journal {
+            journal_stream_of(&log)
+        } else {
+            "1:1".into() // someone else's stream: not ours
+        };
+        let status = s
+            .command(&["tick", "--now", "2027-05-10T09:00:00Z"])
+            .env("RUST_LOG", "info")
+            .env("JOURNAL_STREAM", stream)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(&log).unwrap()
+    };
+
+    let text = run(true);
+    let error = text
+        .lines()
+        .find(|l| l.contains("staff file not imported"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(error.starts_with("<3>"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("<6>")),
+        "no info line: {text}"
+    );
+
+    let text = run(false);
+    assert!(text.contains("staff file not imported"), "{text}");
+    assert!(!text.contains("<3>"), "{text}");
 }
