@@ -441,7 +441,7 @@ fn reload(live: &mut Live) -> bool {
             tracing::info!(
                 config = %path.display(),
                 activities = new.ctx.schedule.activities.len(),
-                staff = new.staff_count,
+                staff = new.staff.len(),
                 channels = %describe_channels(&new.settings.channels),
                 "configuration reloaded"
             );

@@ -315,3 +315,139 @@ fn under_journald_log_lines_carry_syslog_priorities_and_elsewhere_they_do_not() 
     assert!(text.contains("staff file not imported"), "{text}");
     assert!(!text.contains("<3>"), "{text}");
 }
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn check_fails_fast_on_an_unreachable_postgresql_naming_host_port_and_cause() {
+    let s = Setup::new();
+    let port = closed_port();
+    let start = Instant::now();
+
+    let out = s
+        .command(&["check", "--now", "2027-05-10T09:00:00Z"])
+        .env(
+            "QALOOP__DATABASE__URL",
+            format!("postgres://qaloop:hunter2@127.0.0.1:{port}/qaloop"),
+        )
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("127.0.0.1:{port}/qaloop")), "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(!err.contains("hunter2"), "credentials leaked: {err}");
+    assert!(!err.contains("timed out"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn check_reports_unwritable_channel_folders_and_a_relative_base_url_together() {
+    let s = Setup::new();
+    s.edit("qaloop.toml", |t| {
+        t.replace("dir = \"outbox\"", "dir = \"/proc/qaloop-outbox\"")
+            .replace("\"http://localhost:8080\"", "\"localhost\"")
+    });
+
+    let out = s.run(&["check", "--now", "2027-05-10T09:00:00Z"]);
+
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("channels[0] (mail-files).dir"), "{err}");
+    assert!(
+        err.contains("/proc/qaloop-outbox cannot be written"),
+        "{err}"
+    );
+    assert!(err.contains("notify.base_url"), "{err}");
+    assert!(err.contains("`localhost` is not an absolute URL"), "{err}");
+
+    // A folder "inside" a file cannot be created either.
+    s.edit("qaloop.toml", |t| {
+        t.replace("\"/proc/qaloop-outbox\"", "\"example-staff.csv/outbox\"")
+            .replace("\"localhost\"", "\"https://qaloop.example-council.test\"")
+    });
+    let out = s.run(&["check", "--now", "2027-05-10T09:00:00Z"]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is a file, not a folder"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_shows_a_misspelt_settings_key_and_the_staff_files_errors_in_one_run() {
+    let s = Setup::new();
+    s.edit("qaloop.toml", |t| {
+        t.replace("every_minutes = 60", "every_minute = 60")
+    });
+    s.edit("example-staff.csv", |t| {
+        t + "X0001,Bad Row,not-an-email,team_manager,S0001,Team,Service,North,,\n"
+    });
+
+    let out = s.run(&["check", "--now", "2027-05-10T09:00:00Z"]);
+
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("every_minute"), "{err}");
+    assert!(err.contains("example-staff.csv: row"), "{err}");
+    assert!(err.contains("not-an-email"), "{err}");
+}
+
+#[test]
+fn check_warns_about_secret_files_others_can_read_and_changes_no_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    s.edit("qaloop.toml", |t| {
+        t + r#"
+[[channels]]
+name = "email"
+kind = "email"
+host = "127.0.0.1"
+port = 2525
+security = "none"
+username = "qaloop"
+password_file = "smtp-password"
+from = "QA <qa@example-council.test>"
+"#
+    });
+    let secret = s.path("smtp-password");
+    std::fs::write(&secret, "pw\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let out = s.run(&["check", "--now", "2027-05-10T09:00:00Z"]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("warning: channels[1] (email).password_file")
+            && text.contains("readable by every user"),
+        "{text}"
+    );
+    assert!(
+        text.contains("migration(s) will be applied at start"),
+        "{text}"
+    );
+    assert!(
+        !s.path("qaloop-example.db").exists(),
+        "check created the database"
+    );
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let migrated = s.run(&["migrate"]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let out = s.run(&["check", "--now", "2027-05-10T09:00:00Z"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("readable by every user"), "{text}");
+    assert!(text.contains("up to date"), "{text}");
+}

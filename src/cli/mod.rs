@@ -347,7 +347,7 @@ async fn open_store(settings: &Settings) -> Result<Store, Failure> {
 async fn run(cli: Cli) -> Outcome {
     let config = cli.config.as_deref();
     match cli.command {
-        Command::Check { now } => check(config, now_or_clock(now)),
+        Command::Check { now } => check(config, now_or_clock(now)).await,
         Command::Migrate => {
             let loaded = load(config, "warn")?;
             let store = open_store(&loaded.settings).await?;
@@ -378,37 +378,46 @@ async fn run(cli: Cli) -> Outcome {
     }
 }
 
-fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
+async fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     let path = resolve_path(config);
     crate::telemetry::init(LogFormat::Text, "warn");
-    let settings = Settings::load(&path).map_err(Failure::config)?;
     let mut problems = Problems::default();
-    let ctx = load_context(&settings)
-        .map_err(|p| problems.0.extend(p.0))
-        .ok();
-    let staff = ctx.as_ref().and_then(|ctx| {
-        load_staff(&settings.organisation.staff_file, &ctx.schedule)
-            .map_err(|p| problems.0.extend(p.0))
-            .ok()
-    });
-    let templates =
-        crate::notify::templates::Templates::load(settings.notify.templates_dir.as_deref())
-            .map_err(|p| problems.0.extend(p.0))
-            .ok();
-    if let Some(templates) = &templates {
-        problems.0.extend(templates.check().0);
-    }
-    if let Err(p) = crate::notify::registry::build_channels(&settings) {
-        problems.0.extend(p.0);
-    }
-    let (Some(ctx), Some(staff), true) = (ctx, staff, problems.is_empty()) else {
-        return Err(Failure::config(problems));
+    let mut findings = crate::ops::check::Findings::default();
+    let runtime = match Settings::load(&path) {
+        Err(p) => {
+            // A broken settings file must not hide the other files' problems.
+            problems.0.extend(p.0);
+            problems
+                .0
+                .extend(crate::ops::check::inputs_without_settings(&path).0);
+            None
+        }
+        Ok(settings) => {
+            findings = crate::ops::check::environment(&settings).await;
+            problems.0.extend(std::mem::take(&mut findings.problems).0);
+            crate::ops::load::load_with(settings)
+                .map_err(|p| problems.0.extend(p.0))
+                .ok()
+        }
     };
+    let (Some(runtime), true) = (runtime, problems.is_empty()) else {
+        let mut failure = Failure::config(problems);
+        for warning in &findings.warnings {
+            failure.message.push_str(&format!("\nwarning: {warning}"));
+        }
+        return Err(failure);
+    };
+    let crate::ops::load::Runtime {
+        settings,
+        ctx,
+        staff,
+        ..
+    } = runtime;
     let today = ctx.today(now);
     let horizon = today
         .checked_add(jiff::Span::new().months(12))
         .expect("in range");
-    let org = Org::from_records(staff.records.iter().cloned());
+    let org = Org::from_records(staff.iter().cloned());
     let planned = plan_window(&ctx, &org, today, horizon);
     out!("configuration OK: {}", settings.source.display());
     out!(
@@ -423,7 +432,7 @@ fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     );
     out!(
         "staff: {} people ({})",
-        staff.records.len(),
+        staff.len(),
         settings.organisation.staff_file.display()
     );
     for (role, count) in org.role_counts() {
@@ -450,13 +459,16 @@ fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
             activity.due.describe()
         );
     }
-    for warning in warnings(
+    for note in &findings.notes {
+        out!("{note}");
+    }
+    for warning in findings.warnings.iter().cloned().chain(warnings(
         &ctx,
-        &staff.records,
+        &staff,
         today,
         horizon,
         &settings.calendar.bank_holidays_file,
-    ) {
+    )) {
         out!("warning: {warning}");
     }
     Ok(())

@@ -11,6 +11,7 @@ use crate::engine::Context;
 use crate::inputs::{load_context, load_staff};
 use crate::notify::ChannelSettings;
 use crate::notify::dispatcher::Dispatcher;
+use crate::org::StaffRecord;
 use crate::problem::Problems;
 
 /// A complete, validated configuration the daemon can run on.
@@ -21,20 +22,24 @@ pub struct Runtime {
     pub ctx: Context,
     /// The channels and templates, when any channel is configured.
     pub dispatcher: Option<Dispatcher>,
-    /// People in the staff file (checked, not imported: a pass imports it).
-    pub staff_count: usize,
+    /// The staff file's rows (validated, not imported: a pass imports it).
+    pub staff: Vec<StaffRecord>,
 }
 
 /// Loads and validates everything at `path`; `Err` holds every problem in every file.
 pub fn load_checked(path: &Path) -> Result<Runtime, Problems> {
-    let settings = Settings::load(path)?;
-    let mut problems = Problems::default();
+    load_with(Settings::load(path)?)
+}
+
+/// [`load_checked`] for settings already loaded.
+pub fn load_with(settings: Settings) -> Result<Runtime, Problems> {
+    let mut problems = check_base_url(&settings);
     let ctx = load_context(&settings)
         .map_err(|p| problems.0.extend(p.0))
         .ok();
-    let staff_count = ctx.as_ref().and_then(|ctx| {
+    let staff = ctx.as_ref().and_then(|ctx| {
         load_staff(&settings.organisation.staff_file, &ctx.schedule)
-            .map(|staff| staff.records.len())
+            .map(|staff| staff.records)
             .map_err(|p| problems.0.extend(p.0))
             .ok()
     });
@@ -45,7 +50,7 @@ pub fn load_checked(path: &Path) -> Result<Runtime, Problems> {
     if let Err(p) = crate::notify::registry::build_channels(&settings) {
         problems.0.extend(p.0);
     }
-    let (Some(ctx), Some(staff_count), true) = (ctx, staff_count, problems.is_empty()) else {
+    let (Some(ctx), Some(staff), true) = (ctx, staff, problems.is_empty()) else {
         return Err(problems);
     };
     let dispatcher = crate::notify::registry::build_dispatcher(&settings, &ctx)?;
@@ -53,8 +58,32 @@ pub fn load_checked(path: &Path) -> Result<Runtime, Problems> {
         settings,
         ctx,
         dispatcher,
-        staff_count,
+        staff,
     })
+}
+
+/// `notify.base_url` must be an absolute http(s) URL: every link in every message starts with it.
+fn check_base_url(settings: &Settings) -> Problems {
+    let url = &settings.notify.base_url;
+    let problem = match reqwest::Url::parse(url) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
+            "`{url}` is not an http(s) URL; write the address people open, e.g. https://qaloop.council.gov.uk"
+        )),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Some(format!("`{url}` has no host")),
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "`{url}` is not an absolute URL ({e}); write the address people open, e.g. https://qaloop.council.gov.uk"
+        )),
+    };
+    let mut problems = Problems::default();
+    if let Some(message) = problem {
+        problems.push(crate::problem::Problem::new(
+            &settings.source,
+            "notify.base_url",
+            message,
+        ));
+    }
+    problems
 }
 
 /// The database as logs may show it: backend and file, or backend, host, port and database

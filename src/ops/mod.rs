@@ -1,5 +1,6 @@
 //! Running qaloop as a service: what an operator and systemd see.
 //!
+//! - [`check`]: what `qaloop check` verifies beyond the files (database, folders, secrets).
 //! - [`load`]: everything `serve` needs, read and validated together — used at start, by
 //!   `qaloop check` and by SIGHUP reloads, so the three cannot disagree.
 //! - [`vitals`]: the daemon's liveness facts (main loop ticks, database answers, last pass),
@@ -7,6 +8,7 @@
 //! - [`systemd`]: `sd_notify(3)`: `READY=1`, `STATUS=`, `RELOADING=1`, `STOPPING=1` and the
 //!   watchdog, all no-ops outside systemd.
 
+pub mod check;
 pub mod load;
 pub mod systemd;
 pub mod vitals;

@@ -4,10 +4,19 @@
 //!
 //! **Invariant:** reads only; never part of a write transaction.
 
+use std::str::FromStr;
+use std::time::Duration;
+
 use jiff::Timestamp;
 use jiff::civil::Date;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
-use super::{Backend, Store, StoreError};
+use super::{Backend, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Store, StoreError};
+
+/// How long a probe waits for PostgreSQL to answer before calling it unreachable.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `meta` key holding when the last successful backup finished (RFC 3339).
 pub const LAST_BACKUP_KEY: &str = "last_backup_at";
@@ -145,5 +154,163 @@ impl Store {
                 })
             })
             .transpose()
+    }
+}
+
+/// `host:port/db` of PostgreSQL options (never credentials).
+pub fn pg_target(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    )
+}
+
+/// One connection to PostgreSQL within [`PROBE_TIMEOUT`]; failure names host, port and cause.
+pub(crate) async fn probe_postgres(options: &PgConnectOptions) -> Result<PgConnection, StoreError> {
+    let target = pg_target(options);
+    match tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(StoreError::Unreachable {
+            target,
+            cause: plain_cause(&e),
+        }),
+        Err(_) => Err(StoreError::Unreachable {
+            target,
+            cause: format!(
+                "no answer within {} s (is the server running and the port open?)",
+                PROBE_TIMEOUT.as_secs()
+            ),
+        }),
+    }
+}
+
+/// A driver error in plain words, with the advice an operator needs.
+fn plain_cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (is PostgreSQL running and listening on that address?)".into()
+        }
+        sqlx::Error::Io(io) => format!("network error: {io}"),
+        sqlx::Error::Database(db) => format!("the server said: {}", db.message()),
+        other => other.to_string(),
+    }
+}
+
+/// A SQLite file can be created only in an existing folder: say so plainly, before the driver
+/// answers with "unable to open database file".
+pub(crate) fn sqlite_folder_exists(url: &str) -> Result<(), StoreError> {
+    let Some((path, _)) = crate::config::sqlite_file(url) else {
+        return Ok(());
+    };
+    let path = std::path::Path::new(path);
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(StoreError::Unreachable {
+            target: path.display().to_string(),
+            cause: format!(
+                "its folder {} does not exist; create it (owned by the service user) or fix database.url",
+                dir.display()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Where a database stands with this binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationState {
+    /// Every migration applied.
+    Current,
+    /// This many migrations will be applied at the next start (0 applied so far: a new database).
+    Pending(usize),
+    /// The database cannot be migrated by this binary; why.
+    Incompatible(String),
+}
+
+fn compare(known: &sqlx::migrate::Migrator, applied: &[(i64, Vec<u8>, bool)]) -> MigrationState {
+    let known: Vec<_> = known
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .collect();
+    for (version, checksum, success) in applied {
+        match known.iter().find(|m| m.version == *version) {
+            None => {
+                return MigrationState::Incompatible(format!(
+                    "it has migration {version}, which this qaloop does not know: it was written by a newer version (upgrade qaloop, or restore a matching backup)"
+                ));
+            }
+            Some(_) if !success => {
+                return MigrationState::Incompatible(format!(
+                    "migration {version} failed part-way earlier; restore a backup"
+                ));
+            }
+            Some(m) if m.checksum.as_ref() != checksum.as_slice() => {
+                return MigrationState::Incompatible(format!(
+                    "migration {version} differs from the one this qaloop ships"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let pending = known.len() - applied.len().min(known.len());
+    if pending == 0 {
+        MigrationState::Current
+    } else {
+        MigrationState::Pending(pending)
+    }
+}
+
+/// Reads, without changing anything, where the database at `url` stands with this binary's
+/// migrations. A SQLite file that does not exist yet is `Pending(all)` (created at start).
+pub async fn inspect(url: &str) -> Result<MigrationState, StoreError> {
+    if url.starts_with("sqlite:") {
+        sqlite_folder_exists(url)?;
+        if let Some((path, _)) = crate::config::sqlite_file(url)
+            && !std::path::Path::new(path).exists()
+        {
+            return Ok(compare(&SQLITE_MIGRATIONS, &[]));
+        }
+        let options = SqliteConnectOptions::from_str(url)?.read_only(true);
+        let mut conn = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| StoreError::Unreachable {
+                target: crate::config::sqlite_file(url)
+                    .map_or_else(|| url.to_owned(), |(p, _)| p.to_owned()),
+                cause: plain_cause(&e),
+            })?;
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        let applied: Vec<(i64, Vec<u8>, bool)> = if exists > 0 {
+            sqlx::query_as(
+                "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version",
+            )
+            .fetch_all(&mut conn)
+            .await?
+        } else {
+            Vec::new()
+        };
+        conn.close().await.ok();
+        Ok(compare(&SQLITE_MIGRATIONS, &applied))
+    } else {
+        let options = PgConnectOptions::from_str(url)?;
+        let mut conn = probe_postgres(&options).await?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await?;
+        let applied: Vec<(i64, Vec<u8>, bool)> = if exists {
+            sqlx::query_as(
+                "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version",
+            )
+            .fetch_all(&mut conn)
+            .await?
+        } else {
+            Vec::new()
+        };
+        conn.close().await.ok();
+        Ok(compare(&POSTGRES_MIGRATIONS, &applied))
     }
 }
