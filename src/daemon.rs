@@ -28,6 +28,7 @@ use crate::calendar::Calendar;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::engine::Context;
+use crate::ops::http::{Facts, OpsState};
 use crate::ops::load::{describe_channels, describe_database};
 use crate::ops::systemd;
 use crate::ops::vitals::{LastPass, Vitals};
@@ -278,6 +279,41 @@ pub async fn serve(
     );
 
     run_one(&live, &store, clock.as_ref(), &vitals, "start").await;
+
+    let ops_state = OpsState {
+        store: store.clone(),
+        vitals: vitals.clone(),
+        clock: clock.clone(),
+        facts: Arc::new(std::sync::RwLock::new(Facts::new(
+            &live.settings,
+            &live.ctx,
+        ))),
+    };
+    let listen = live.settings.ops.listen_addr().map_err(|message| {
+        ServeError::Config(
+            crate::problem::Problem::new(&live.settings.source, "ops.listen", message).into(),
+        )
+    })?;
+    // Health and metrics are for watching the work, not the work itself: a port in use is an
+    // error in the log (and `qaloop check` warns of it), not a reason to stop assigning.
+    match listen.map(crate::ops::http::bind) {
+        None => {}
+        Some(bind) => match bind.await {
+            Ok(listener) => {
+                tracing::info!(
+                    address = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+                    "ops listener: /healthz /readyz /metrics"
+                );
+                let cancel = cancel.clone();
+                tasks.spawn(crate::ops::http::serve(
+                    listener,
+                    ops_state.clone(),
+                    async move { cancel.cancelled().await },
+                ));
+            }
+            Err(e) => tracing::error!(error = %e, "running without /healthz and /metrics"),
+        },
+    }
     systemd::ready(&status_line(&store, &vitals).await);
 
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
@@ -308,6 +344,7 @@ pub async fn serve(
         vitals.tick();
         if label == "reload" {
             if reload(&mut live) {
+                ops_state.set_facts(Facts::new(&live.settings, &live.ctx));
                 triggers = Triggers::new(
                     live.settings.daemon.every_minutes,
                     live.settings.daily_times(),
@@ -395,6 +432,7 @@ async fn run_one(
             tracing::error!(error = %e, "pass failed; will retry at the next trigger")
         }
     }
+    crate::ops::metrics::record_pass(started.elapsed().as_secs_f64(), ok);
     vitals.pass_finished(LastPass {
         at: now,
         finished: std::time::Instant::now(),
@@ -432,6 +470,11 @@ fn reload(live: &mut Live) -> bool {
     tracing::info!(config = %path.display(), "SIGHUP: reloading configuration");
     match crate::ops::load::load_checked(&path) {
         Ok(new) => {
+            if new.settings.ops.listen != live.settings.ops.listen {
+                tracing::warn!(
+                    "ops.listen changed: the listener stays where it is until qaloop restarts"
+                );
+            }
             if new.settings.database.url != live.settings.database.url {
                 tracing::error!(
                     "reload refused: database.url changed; restart qaloop to move to another database (keeping the running configuration)"

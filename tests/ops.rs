@@ -166,6 +166,45 @@ fn wait_for_log(log: &std::path::Path, needle: &str, count: usize, daemon: &mut 
     }
 }
 
+/// The ops listener's address from serve's log.
+fn listening_on(log: &str) -> String {
+    let line = log
+        .lines()
+        .find(|l| l.contains("ops listener"))
+        .unwrap_or_else(|| panic!("no ops listener line: {log}"));
+    let start = line.find("address=").unwrap() + "address=".len();
+    line[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+/// A plain HTTP/1.1 GET over loopback: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the series `name` (with its labels as rendered) in a Prometheus text page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 fn signal(child: &Child, sig: &str) {
     let sent = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -175,8 +214,12 @@ fn signal(child: &Child, sig: &str) {
 }
 
 #[test]
-fn serve_speaks_sd_notify_reloads_on_sighup_keeps_the_old_config_when_the_new_is_bad() {
+fn serve_speaks_sd_notify_serves_health_and_metrics_and_reloads_on_sighup() {
     let s = Setup::new();
+    s.edit("qaloop.toml", |t| t + "\n[ops]\nlisten = \"127.0.0.1:0\"\n");
+    // A working day in the past, so mail has been sent whatever day the test runs on.
+    let tick = s.run(&["tick", "--now", "2026-11-27T09:00:00Z"]);
+    assert!(tick.status.success(), "{}", stderr(&tick));
     let mut notify = NotifySocket::bind(s.dir.path());
     let log = s.path("serve.log");
     // `exec` keeps the shell's pid, so WATCHDOG_PID names the daemon as systemd would.
@@ -209,6 +252,39 @@ fn serve_speaks_sd_notify_reloads_on_sighup_keeps_the_old_config_when_the_new_is
     // Third-party INFO noise is off without RUST_LOG.
     assert!(!text.contains("tokio_cron_scheduler"), "{text}");
     assert!(!text.contains(" sqlx"), "{text}");
+    // Health and metrics over real loopback HTTP, on the address the log names.
+    let addr = listening_on(&text);
+    let (status, body) = http_get(&addr, "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = http_get(&addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(metric(&body, "qaloop_database_up") == Some(1.0), "{body}");
+    assert!(
+        metric(
+            &body,
+            r#"qaloop_assignments{activity="file-audit",status="open"}"#
+        )
+        .is_some_and(|n| n > 0.0),
+        "{body}"
+    );
+    assert!(
+        metric(
+            &body,
+            r#"qaloop_outbox_messages{status="sent",channel="mail-files"}"#
+        )
+        .is_some_and(|n| n > 0.0),
+        "{body}"
+    );
+    assert!(
+        metric(&body, "qaloop_pass_duration_seconds_count") >= Some(1.0),
+        "{body}"
+    );
+    assert!(
+        metric(&body, "qaloop_bank_holiday_days_left").is_some(),
+        "{body}"
+    );
     // The watchdog pings: the loop is alive and the database answers.
     notify.wait_for("WATCHDOG=1", Duration::from_secs(10), |m| {
         m == "WATCHDOG=1\n"
@@ -450,4 +526,159 @@ from = "QA <qa@example-council.test>"
     let text = stdout(&out);
     assert!(!text.contains("readable by every user"), "{text}");
     assert!(text.contains("up to date"), "{text}");
+}
+
+mod in_process {
+    //! The ops router and the store's aggregates, driven with a fixed clock.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use qaloop::clock::{Clock, FixedClock};
+    use qaloop::engine::{import_staff, reconcile};
+    use qaloop::ops::http::{Facts, OpsState};
+    use qaloop::ops::vitals::{LastPass, Vitals};
+    use qaloop::store::Store;
+
+    use super::support::org::{at, context, small_org};
+    use super::support::store::TestDb;
+    use super::{http_get, metric};
+
+    async fn seed(store: &Store, now: &str) {
+        let ctx = context();
+        let now = at(now);
+        import_staff(store, &ctx, &small_org(), "test", ctx.today(now), now)
+            .await
+            .unwrap();
+        reconcile(store, &ctx, now).await.unwrap();
+    }
+
+    async fn aggregates_count_work_and_overdue(db: TestDb) {
+        let store = &db.store;
+        store.ping().await.unwrap();
+        seed(store, "2027-06-15T09:00:00Z").await;
+
+        let work = store.assignments_by_activity_and_status().await.unwrap();
+        let open: i64 = work.iter().filter(|c| c.b == "open").map(|c| c.n).sum();
+        assert!(open > 0, "{work:?}");
+        let (total, _) = store.counts().await.unwrap();
+        assert_eq!(work.iter().map(|c| c.n).sum::<i64>(), total);
+
+        let before = store
+            .overdue_by_activity(jiff::civil::date(2027, 6, 16))
+            .await
+            .unwrap();
+        let after = store
+            .overdue_by_activity(jiff::civil::date(2027, 12, 1))
+            .await
+            .unwrap();
+        let sum = |v: &[qaloop::store::stats::Count]| v.iter().map(|c| c.n).sum::<i64>();
+        assert!(sum(&after) > sum(&before), "{before:?} {after:?}");
+        assert_eq!(store.outbox_depth().await.unwrap(), 0);
+        assert_eq!(
+            store
+                .oldest_due_message(at("2027-06-15T10:00:00Z"))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.last_sent_at().await.unwrap(), None);
+        assert_eq!(store.last_backup_at().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn aggregates_count_work_and_overdue_on_sqlite() {
+        aggregates_count_work_and_overdue(TestDb::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn aggregates_count_work_and_overdue_on_postgres() {
+        if let Some(db) = TestDb::postgres().await {
+            aggregates_count_work_and_overdue(db).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_follows_the_last_pass_and_metrics_show_overdue_work_and_sends() {
+        let db = TestDb::sqlite().await;
+        seed(&db.store, "2027-06-15T09:00:00Z").await;
+        let clock = Arc::new(FixedClock::new(at("2027-06-15T09:05:00Z")));
+        let vitals = Arc::new(Vitals::default());
+        let state = OpsState {
+            store: db.store.clone(),
+            vitals: vitals.clone(),
+            clock: clock.clone(),
+            facts: Arc::new(std::sync::RwLock::new(Facts {
+                ctx: context(),
+                channels: vec!["email".into()],
+                max_pass_age: Duration::from_secs(3 * 3600),
+                max_send_delay: Duration::from_secs(3600),
+            })),
+        };
+        let listener = qaloop::ops::http::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(qaloop::ops::http::serve(listener, state, {
+            let stop = stop.clone();
+            async move { stop.cancelled().await }
+        }));
+        let get = |path: &'static str| {
+            let addr = addr.clone();
+            tokio::task::spawn_blocking(move || http_get(&addr, path))
+        };
+
+        let (status, body) = get("/readyz").await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("no pass has run yet"), "{body}");
+
+        vitals.pass_finished(LastPass {
+            at: clock.now(),
+            finished: std::time::Instant::now(),
+            duration: Duration::from_millis(20),
+            ok: true,
+        });
+        let (status, body) = get("/readyz").await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "ready\n"));
+
+        // Four hours without a pass: not ready, and the answer says why.
+        clock.set(at("2027-06-15T13:05:00Z"));
+        let (status, body) = get("/readyz").await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("the last pass was at"), "{body}");
+
+        // Months later, work is overdue; the gauge is read from the database at scrape time.
+        clock.set(at("2027-12-01T09:00:00Z"));
+        qaloop::ops::metrics::record_send("email", "retry");
+        let (status, page) = get("/metrics").await.unwrap();
+        assert_eq!(status, 200, "{page}");
+        let overdue: f64 = page
+            .lines()
+            .filter(|l| l.starts_with("qaloop_assignments_overdue{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(overdue > 0.0, "{page}");
+        assert_eq!(
+            metric(
+                &page,
+                r#"qaloop_outbox_messages{status="pending",channel="email"}"#
+            ),
+            Some(0.0),
+            "{page}"
+        );
+        assert!(
+            metric(
+                &page,
+                r#"qaloop_send_attempts_total{channel="email",result="retry"}"#
+            ) >= Some(1.0),
+            "{page}"
+        );
+        // Bank holidays are shipped to the end of 2028: about a year left on 1 Dec 2027.
+        let left = metric(&page, "qaloop_bank_holiday_days_left").unwrap();
+        assert!((390.0..=400.0).contains(&left), "{left}");
+
+        stop.cancel();
+        server.await.unwrap();
+    }
 }

@@ -56,6 +56,14 @@ pub async fn environment(settings: &Settings) -> Findings {
             ),
         ));
     }
+    if let Ok(Some(addr)) = settings.ops.listen_addr() {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => f.notes.push(format!("ops listener: {addr} is free")),
+            Err(e) => f.warnings.push(format!(
+                "ops.listen: cannot listen on {addr} ({e}); a running qaloop may hold it, otherwise serve will run without /healthz and /metrics"
+            )),
+        }
+    }
     let base = settings.source.parent().unwrap_or(Path::new("."));
     for (i, channel) in settings.channels.iter().enumerate() {
         let key = format!("channels[{i}] ({})", channel.name());

@@ -9,6 +9,10 @@
 //!   watchdog, all no-ops outside systemd.
 
 pub mod check;
+pub mod health;
+pub mod http;
 pub mod load;
+pub mod metrics;
+pub mod settings;
 pub mod systemd;
 pub mod vitals;

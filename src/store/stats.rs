@@ -71,37 +71,6 @@ impl Store {
         })))
     }
 
-    /// Delivery attempts made and rows given up on (dead), by channel, over the outbox's life.
-    pub async fn send_attempts_by_channel(&self) -> Result<Vec<Count>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT channel, CAST(COALESCE(SUM(attempts), 0) AS BIGINT), \
-                 CAST(COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS BIGINT) \
-                 FROM outbox GROUP BY channel",
-            )
-            .fetch_all(pool)
-            .await?
-        });
-        // `a` = channel, `b` = dead count as text is awkward; return two counts per channel.
-        Ok(rows
-            .into_iter()
-            .flat_map(|(channel, attempts, dead)| {
-                [
-                    Count {
-                        a: channel.clone(),
-                        b: "attempts".into(),
-                        n: attempts,
-                    },
-                    Count {
-                        a: channel,
-                        b: "dead".into(),
-                        n: dead,
-                    },
-                ]
-            })
-            .collect())
-    }
-
     /// Assignments by (activity, status).
     pub async fn assignments_by_activity_and_status(&self) -> Result<Vec<Count>, StoreError> {
         Ok(counts(on_pool!(self, |pool| {
@@ -135,7 +104,7 @@ impl Store {
                 .await?
         });
         text.map(|t| {
-            t.parse().map_err(|_| StoreError::Corrupt {
+            super::parse_instant(&t).map_err(|_| StoreError::Corrupt {
                 column: "outbox.sent_at",
                 value: t,
             })
@@ -148,7 +117,7 @@ impl Store {
         self.meta(LAST_BACKUP_KEY)
             .await?
             .map(|t| {
-                t.parse().map_err(|_| StoreError::Corrupt {
+                super::parse_instant(&t).map_err(|_| StoreError::Corrupt {
                     column: "meta.last_backup_at",
                     value: t,
                 })
@@ -312,5 +281,33 @@ pub async fn inspect(url: &str) -> Result<MigrationState, StoreError> {
         };
         conn.close().await.ok();
         Ok(compare(&POSTGRES_MIGRATIONS, &applied))
+    }
+}
+
+impl Store {
+    /// When the longest-waiting sendable message (pending or failed, past its hold and its
+    /// retry time at `now`) became due; `None` when nothing waits.
+    pub async fn oldest_due_message(
+        &self,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let now = super::format_instant(now);
+        let text: Option<String> = on_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT MIN(CASE WHEN not_before > next_attempt_at THEN not_before \
+                 ELSE next_attempt_at END) FROM outbox \
+                 WHERE status IN ('pending', 'failed') AND next_attempt_at <= $1 AND not_before <= $1",
+            )
+            .bind(&now)
+            .fetch_one(pool)
+            .await?
+        });
+        text.map(|t| {
+            super::parse_instant(&t).map_err(|_| StoreError::Corrupt {
+                column: "outbox.next_attempt_at",
+                value: t,
+            })
+        })
+        .transpose()
     }
 }
