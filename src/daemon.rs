@@ -191,7 +191,7 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
 
 /// Takes the single-instance lock for a SQLite database: a lock file beside it, held for the
 /// process's life. `None` for PostgreSQL, where several instances may run.
-fn lock_sqlite(url: &str) -> Result<Option<File>, ServeError> {
+pub fn lock_sqlite(url: &str) -> Result<Option<File>, ServeError> {
     let Some((path, _)) = crate::config::sqlite_file(url) else {
         return Ok(None);
     };
@@ -328,6 +328,7 @@ pub async fn serve(
         .await?;
     scheduler.start().await?;
 
+    let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
     let mut staff_mtime = modified(&live.settings.organisation.staff_file);
     tokio::pin!(shutdown);
     loop {
@@ -351,12 +352,28 @@ pub async fn serve(
                     &clock.now().to_zoned(live.ctx.tz.clone()),
                 );
                 staff_mtime = modified(&live.settings.organisation.staff_file);
+                nightly =
+                    nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
                 run_one(&live, &store, clock.as_ref(), &vitals, "reload").await;
             }
             systemd::ready(&status_line(&store, &vitals).await);
             continue;
         }
         let now = clock.now().to_zoned(live.ctx.tz.clone());
+        if let Some(nightly) = nightly.as_mut()
+            && nightly.due(&now)
+        {
+            vitals.busy(true);
+            match nightly.run(&store, &now).await {
+                Ok(file) => {
+                    tracing::info!(file = %file.display(), "nightly backup written and checked")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "nightly backup failed; will try again tomorrow")
+                }
+            }
+            vitals.busy(false);
+        }
         let mtime = modified(&live.settings.organisation.staff_file);
         if triggers.due(&now, &live.ctx.calendar) {
             run_one(&live, &store, clock.as_ref(), &vitals, label).await;
@@ -506,6 +523,18 @@ fn reload(live: &mut Live) -> bool {
             false
         }
     }
+}
+
+/// The nightly backup `[backup]` asks for; none on PostgreSQL (logged: use `pg_dump`).
+fn nightly_backup(settings: &Settings, now: &Zoned) -> Option<crate::ops::backup::Nightly> {
+    let nightly = crate::ops::backup::Nightly::from_settings(settings, now)?;
+    if crate::config::sqlite_file(&settings.database.url).is_none() {
+        tracing::warn!(
+            "[backup] dir is set but the database is PostgreSQL: back it up with pg_dump (see README, Operations)"
+        );
+        return None;
+    }
+    Some(nightly)
 }
 
 /// Yields once per SIGHUP. Installed when called, so from then on SIGHUP never kills the

@@ -682,3 +682,166 @@ mod in_process {
         server.await.unwrap();
     }
 }
+
+/// Rows of `args` (a JSON listing) as values.
+fn json_rows(s: &Setup, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = s.run(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Everything that must match between two runs: every assignment, and every outbox row's key,
+/// status and attempts.
+fn state_of(s: &Setup) -> (Vec<serde_json::Value>, Vec<(String, String, i64)>) {
+    let assignments = json_rows(
+        s,
+        &[
+            "assignments",
+            "list",
+            "--status",
+            "all",
+            "--format",
+            "json",
+            "--now",
+            "2028-04-01T00:00:00Z",
+        ],
+    );
+    let mut outbox: Vec<(String, String, i64)> = json_rows(
+        s,
+        &["outbox", "list", "--limit", "1000000", "--format", "json"],
+    )
+    .iter()
+    .map(|r| {
+        (
+            r["key"].as_str().unwrap().to_owned(),
+            r["status"].as_str().unwrap().to_owned(),
+            r["attempts"].as_i64().unwrap(),
+        )
+    })
+    .collect();
+    outbox.sort();
+    (assignments, outbox)
+}
+
+#[test]
+fn a_restored_mid_year_backup_continues_exactly_as_an_uninterrupted_run() {
+    let ticks: Vec<String> = (0..24)
+        .map(|i| {
+            let (year, month) = (2027 + (3 + i / 2) / 12, (3 + i / 2) % 12 + 1);
+            let day = if i % 2 == 0 { 5 } else { 19 };
+            format!("{year}-{month:02}-{day:02}T09:00:00Z")
+        })
+        .collect();
+    let tick = |s: &Setup, now: &str| {
+        let out = s.run(&["tick", "--now", now]);
+        assert!(out.status.success(), "tick {now}: {}", stderr(&out));
+    };
+
+    // The uninterrupted run, backed up after its sixth tick.
+    let a = Setup::new();
+    for now in &ticks[..6] {
+        tick(&a, now);
+    }
+    let backup = a.path("mid-year.db");
+    let out = a.run(&["backup", backup.to_str().unwrap(), "--now", &ticks[5]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("integrity check ok"),
+        "{}",
+        stdout(&out)
+    );
+    // Never over an existing file.
+    let again = a.run(&["backup", backup.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(73), "{}", stderr(&again));
+    for now in &ticks[6..] {
+        tick(&a, now);
+    }
+
+    // Another installation restores the backup and carries on from there.
+    let b = Setup::new();
+    let lock = std::fs::File::create(b.path("qaloop-example.db.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let refused = b.run(&["restore", backup.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(75), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("stop it first"),
+        "{}",
+        stderr(&refused)
+    );
+    drop(lock);
+    let out = b.run(&["restore", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for now in &ticks[6..] {
+        tick(&b, now);
+    }
+
+    let (a_work, a_outbox) = state_of(&a);
+    let (b_work, b_outbox) = state_of(&b);
+    assert!(a_work.len() > 100, "{}", a_work.len());
+    assert!(!a_outbox.is_empty());
+    assert_eq!(a_work, b_work);
+    assert_eq!(a_outbox, b_outbox);
+}
+
+#[test]
+fn restore_refuses_a_corrupt_file_and_postgresql_points_at_pg_dump() {
+    let s = Setup::new();
+    let junk = s.path("junk.db");
+    std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+
+    let out = s.run(&["restore", junk.to_str().unwrap()]);
+
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(stderr(&out).contains("integrity check"), "{}", stderr(&out));
+    assert!(!s.path("qaloop-example.db").exists());
+
+    let out = s
+        .command(&["backup", s.path("pg.db").to_str().unwrap()])
+        .env(
+            "QALOOP__DATABASE__URL",
+            "postgres://qaloop@127.0.0.1:1/qaloop",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pg_dump"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_backup_is_checked_and_recorded_and_nightly_keeps_the_newest() {
+    let db = support::store::TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let now = support::org::at("2027-06-15T01:30:00Z");
+
+    qaloop::ops::backup::backup(&db.store, &dir.path().join("one.db"), now)
+        .await
+        .unwrap();
+
+    qaloop::ops::backup::integrity_check(&dir.path().join("one.db"))
+        .await
+        .unwrap();
+    assert_eq!(db.store.last_backup_at().await.unwrap(), Some(now));
+    assert!(!dir.path().join("one.db.partial").exists());
+
+    // Nightly: once a night after its time, keeping the newest two.
+    let nightly_dir = dir.path().join("nightly");
+    let mut nightly =
+        qaloop::ops::backup::Nightly::new(nightly_dir.clone(), 2, jiff::civil::time(2, 30, 0, 0));
+    let zoned = |t: &str| t.parse::<jiff::Zoned>().unwrap();
+    assert!(!nightly.due(&zoned("2027-06-15T02:00[Europe/London]")));
+    for night in ["2027-06-15", "2027-06-16", "2027-06-17"] {
+        let at = zoned(&format!("{night}T02:31[Europe/London]"));
+        assert!(nightly.due(&at));
+        assert!(!nightly.due(&at), "twice in one night");
+        nightly.run(&db.store, &at).await.unwrap();
+    }
+    let mut kept: Vec<String> = std::fs::read_dir(&nightly_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["qaloop-2027-06-16T0231.db", "qaloop-2027-06-17T0231.db"]
+    );
+}

@@ -100,6 +100,19 @@ pub enum Command {
     },
     /// Run the daemon.
     Serve,
+    /// Back up the SQLite database to a new file (safe while serve runs), then check the copy.
+    Backup {
+        /// The backup file to create (must not exist).
+        path: PathBuf,
+        /// The moment recorded as the last backup [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
+    /// Replace the SQLite database with a backup (serve must be stopped), after checking it.
+    Restore {
+        /// The backup file.
+        path: PathBuf,
+    },
     /// Inspect and re-queue notifications.
     Outbox {
         /// What to do with the outbox.
@@ -364,6 +377,8 @@ async fn run(cli: Cli) -> Outcome {
         Command::Notify {
             command: NotifyCommand::Test { to, channel },
         } => notify_test(config, &to, channel.as_deref()).await,
+        Command::Backup { path, now } => backup(config, &path, now_or_clock(now)).await,
+        Command::Restore { path } => restore(config, &path).await,
         Command::Serve => {
             let loaded = load(config, "info")?;
             crate::daemon::serve(
@@ -471,6 +486,53 @@ async fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     )) {
         out!("warning: {warning}");
     }
+    Ok(())
+}
+
+async fn backup(
+    config: Option<&std::path::Path>,
+    path: &std::path::Path,
+    now: Timestamp,
+) -> Outcome {
+    use crate::ops::backup::BackupError;
+    let loaded = load(config, "warn")?;
+    let fail = |e: BackupError| Failure::new(e.exit_code(), e.to_string());
+    if crate::config::sqlite_file(&loaded.settings.database.url).is_none() {
+        return Err(fail(BackupError::Postgres));
+    }
+    let store = open_store(&loaded.settings).await?;
+    let bytes = crate::ops::backup::backup(&store, path, now)
+        .await
+        .map_err(fail)?;
+    out!(
+        "backup written to {} ({bytes} bytes); integrity check ok",
+        path.display()
+    );
+    Ok(())
+}
+
+async fn restore(config: Option<&std::path::Path>, path: &std::path::Path) -> Outcome {
+    use crate::ops::backup::BackupError;
+    let loaded = load(config, "warn")?;
+    let fail = |e: BackupError| Failure::new(e.exit_code(), e.to_string());
+    let Some((db, _)) = crate::config::sqlite_file(&loaded.settings.database.url) else {
+        return Err(fail(BackupError::Postgres));
+    };
+    // Held until the restore is done: no serve can start on a half-replaced file.
+    let _lock = crate::daemon::lock_sqlite(&loaded.settings.database.url).map_err(|e| match e {
+        crate::daemon::ServeError::AlreadyRunning(_) => fail(BackupError::Running(format!(
+            "{e}; stop it first (systemctl stop qaloop), restore, then start it"
+        ))),
+        other => Failure::new(other.exit_code(), other.to_string()),
+    })?;
+    crate::ops::backup::restore(path, std::path::Path::new(db))
+        .await
+        .map_err(fail)?;
+    out!(
+        "restored {} from {}; integrity check ok. Start qaloop: migrations, if any, run at start",
+        db,
+        path.display()
+    );
     Ok(())
 }
 

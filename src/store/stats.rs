@@ -311,3 +311,20 @@ impl Store {
         .transpose()
     }
 }
+
+impl Store {
+    /// SQLite: `VACUUM INTO target` (a consistent, compacted copy, taken online). `None` on
+    /// PostgreSQL, which has its own tools.
+    pub async fn vacuum_into(&self, target: &str) -> Result<Option<()>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlx::query("VACUUM INTO $1")
+                    .bind(target)
+                    .execute(pool)
+                    .await?;
+                Ok(Some(()))
+            }
+            Backend::Postgres(_) => Ok(None),
+        }
+    }
+}
