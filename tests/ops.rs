@@ -845,3 +845,31 @@ async fn a_backup_is_checked_and_recorded_and_nightly_keeps_the_newest() {
         ["qaloop-2027-06-16T0231.db", "qaloop-2027-06-17T0231.db"]
     );
 }
+
+#[test]
+fn generate_writes_section_8_man_pages_and_shell_completions() {
+    let s = Setup::new();
+    let dir = s.path("man");
+
+    let out = s.run(&["generate", "man", dir.to_str().unwrap()]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = std::fs::read_to_string(dir.join("qaloop.8")).unwrap();
+    assert!(page.contains(".TH qaloop 8"), "{page}");
+    let check = std::fs::read_to_string(dir.join("qaloop-check.8")).unwrap();
+    assert!(check.contains(".TH qaloop-check 8"), "{check}");
+    assert!(
+        !dir.join("qaloop-generate.8").exists(),
+        "the hidden command got a page"
+    );
+    for (shell, marker) in [
+        ("bash", "_qaloop()"),
+        ("zsh", "#compdef qaloop"),
+        ("fish", "complete -c qaloop"),
+    ] {
+        let out = s.run(&["generate", "completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains(marker), "{shell}: {}", stdout(&out));
+        assert!(stdout(&out).contains("restore"), "{shell}");
+    }
+}

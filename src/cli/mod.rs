@@ -113,6 +113,13 @@ pub enum Command {
         /// The backup file.
         path: PathBuf,
     },
+    /// Packaging helpers: the man pages and shell completions (used by scripts/package.sh).
+    #[command(hide = true)]
+    Generate {
+        /// What to generate.
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
     /// Inspect and re-queue notifications.
     Outbox {
         /// What to do with the outbox.
@@ -124,6 +131,21 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: NotifyCommand,
+    },
+}
+
+/// `qaloop generate …`
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Write `qaloop.8` and one `qaloop-COMMAND.8` per command into a folder.
+    Man {
+        /// The folder (created if missing).
+        dir: PathBuf,
+    },
+    /// Print the completion script for a shell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -377,6 +399,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Notify {
             command: NotifyCommand::Test { to, channel },
         } => notify_test(config, &to, channel.as_deref()).await,
+        Command::Generate { what } => generate(what),
         Command::Backup { path, now } => backup(config, &path, now_or_clock(now)).await,
         Command::Restore { path } => restore(config, &path).await,
         Command::Serve => {
@@ -487,6 +510,55 @@ async fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
         out!("warning: {warning}");
     }
     Ok(())
+}
+
+fn generate(what: GenerateCommand) -> Outcome {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    match what {
+        GenerateCommand::Man { dir } => {
+            let write = |name: String, page: clap::Command| -> Outcome {
+                let path = dir.join(format!("{name}.8"));
+                let mut file = std::fs::File::create(&path).map_err(|e| {
+                    Failure::new(
+                        exit::FAILURE,
+                        format!("cannot create {}: {e}", path.display()),
+                    )
+                })?;
+                clap_mangen::Man::new(page)
+                    .section("8")
+                    .render(&mut file)
+                    .map_err(|e| {
+                        Failure::new(exit::FAILURE, format!("writing {}: {e}", path.display()))
+                    })
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+            cmd.build();
+            for sub in cmd
+                .get_subcommands()
+                .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+            {
+                let name = format!("qaloop-{}", sub.get_name());
+                // clap names are `&'static str` without its `string` feature; this runs once.
+                let title: &'static str = Box::leak(name.clone().into_boxed_str());
+                write(name, sub.clone().name(title))?;
+            }
+            write("qaloop".into(), cmd)?;
+            out!("man pages written to {}", dir.display());
+            Ok(())
+        }
+        GenerateCommand::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "qaloop", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf).trim_end());
+            Ok(())
+        }
+    }
 }
 
 async fn backup(
