@@ -216,7 +216,10 @@ fn signal(child: &Child, sig: &str) {
 #[test]
 fn serve_speaks_sd_notify_serves_health_and_metrics_and_reloads_on_sighup() {
     let s = Setup::new();
-    s.edit("qaloop.toml", |t| t + "\n[ops]\nlisten = \"127.0.0.1:0\"\n");
+    s.edit("qaloop.toml", |t| {
+        assert!(t.contains("# listen = \"127.0.0.1:9464\""), "{t}");
+        t.replace("# listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"")
+    });
     // A working day in the past, so mail has been sent whatever day the test runs on.
     let tick = s.run(&["tick", "--now", "2026-11-27T09:00:00Z"]);
     assert!(tick.status.success(), "{}", stderr(&tick));
