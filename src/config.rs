@@ -35,6 +35,12 @@ pub struct Settings {
     /// Urgent concerns: who is alerted and how insistently.
     #[serde(default)]
     pub urgent: crate::domain::UrgentSettings,
+    /// The health and metrics listener.
+    #[serde(default)]
+    pub ops: crate::ops::settings::OpsSettings,
+    /// Nightly backups.
+    #[serde(default)]
+    pub backup: crate::ops::settings::BackupSettings,
     /// The file the settings came from; relative paths were resolved against its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -191,6 +197,9 @@ impl Settings {
         if let Some(file) = &settings.notify.preferences_file {
             settings.notify.preferences_file = Some(base.join(file));
         }
+        if let Some(dir) = &settings.backup.dir {
+            settings.backup.dir = Some(base.join(dir));
+        }
         settings.validate().into_result(settings)
     }
 
@@ -292,6 +301,9 @@ impl Settings {
                     .into(),
             ));
         }
+        problems
+            .0
+            .extend(crate::ops::settings::validate(&self.ops, &self.backup, &self.source).0);
         problems
     }
 

@@ -20,11 +20,18 @@ use jiff::Zoned;
 use jiff::civil::{Date, Time};
 use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::calendar::Calendar;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::engine::Context;
+use crate::ops::http::{Facts, OpsState};
+use crate::ops::load::{describe_channels, describe_database};
+use crate::ops::systemd;
+use crate::ops::vitals::{LastPass, Vitals};
 use crate::pass::run_pass;
 use crate::store::Store;
 
@@ -107,6 +114,38 @@ impl Triggers {
         Some((now.date(), minutes / self.every_minutes))
     }
 
+    /// The first moment after `now` at which [`Triggers::due`] would say yes (within 31 days).
+    pub fn next_after(&self, now: &Zoned, calendar: &Calendar) -> Option<Zoned> {
+        let tz = now.time_zone().clone();
+        let mut best: Option<Zoned> = None;
+        let mut consider = |candidate: Zoned| {
+            if candidate > *now && best.as_ref().is_none_or(|b| candidate < *b) {
+                best = Some(candidate);
+            }
+        };
+        if let Some((date, slot)) = self.interval_slot(now) {
+            let minutes = i64::from((slot + 1) * self.every_minutes);
+            let start = date.to_zoned(tz.clone()).ok()?;
+            if let Ok(next) = start.checked_add(jiff::Span::new().minutes(minutes)) {
+                consider(next);
+            }
+        }
+        let mut day = now.date();
+        for _ in 0..31 {
+            if calendar.is_working_day(day) {
+                for time in &self.daily_at {
+                    if self.last_daily.get(time) != Some(&day)
+                        && let Ok(at) = day.to_datetime(*time).to_zoned(tz.clone())
+                    {
+                        consider(at);
+                    }
+                }
+            }
+            day = day.tomorrow().ok()?;
+        }
+        best
+    }
+
     /// Whether a pass is due at `now`; records it as run if so.
     pub fn due(&mut self, now: &Zoned, calendar: &Calendar) -> bool {
         let mut due = false;
@@ -152,7 +191,7 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
 
 /// Takes the single-instance lock for a SQLite database: a lock file beside it, held for the
 /// process's life. `None` for PostgreSQL, where several instances may run.
-fn lock_sqlite(url: &str) -> Result<Option<File>, ServeError> {
+pub fn lock_sqlite(url: &str) -> Result<Option<File>, ServeError> {
     let Some((path, _)) = crate::config::sqlite_file(url) else {
         return Ok(None);
     };
@@ -179,42 +218,103 @@ fn modified(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// What the loop runs on: swapped whole by a successful reload.
+struct Live {
+    settings: Settings,
+    ctx: Context,
+    dispatcher: Option<crate::notify::dispatcher::Dispatcher>,
+}
+
 /// Runs the daemon until `shutdown` completes: a catch-up pass at start, then passes whenever
-/// [`Triggers`] says, and whenever the staff file changes.
+/// [`Triggers`] says, and whenever the staff file changes. SIGHUP reloads the configuration
+/// (see [`reload`]); systemd hears `READY=1` once the first pass is done, `STATUS=` after each
+/// pass, and `WATCHDOG=1` while the loop and the database are alive.
 pub async fn serve(
     settings: Settings,
     ctx: Context,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let mut hangup = hangup_signal();
     let dispatcher =
         crate::notify::registry::build_dispatcher(&settings, &ctx).map_err(ServeError::Config)?;
     let _lock = lock_sqlite(&settings.database.url)?;
     let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
     store.migrate().await?;
-    tracing::info!(backend = store.backend_name(), "qaloop serve starting");
-
-    let pass = |label: &'static str| {
-        let (store, settings, ctx, clock, dispatcher) =
-            (&store, &settings, &ctx, &clock, dispatcher.as_ref());
-        async move {
-            let now = clock.now();
-            match run_pass(store, settings, ctx, dispatcher, now).await {
-                Ok(report) => tracing::info!(
-                    trigger = label,
-                    created = report.reconcile.created,
-                    late = report.reconcile.created_late,
-                    queued = report.notices.queued,
-                    sent = report.dispatch.as_ref().map_or(0, |d| d.sent),
-                    "pass complete"
-                ),
-                Err(e) => {
-                    tracing::error!(trigger = label, error = %e, "pass failed; will retry at the next trigger")
-                }
-            }
-        }
+    let mut live = Live {
+        settings,
+        ctx,
+        dispatcher,
     };
-    pass("start").await;
+    let vitals = Arc::new(Vitals::default());
+    vitals.db_answered();
+
+    let watchdog = systemd::watchdog_interval();
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    if let Some(interval) = watchdog {
+        tasks.spawn(systemd::watchdog(
+            store.clone(),
+            vitals.clone(),
+            interval,
+            cancel.clone(),
+        ));
+    }
+    // The loop must wake well inside the watchdog interval even when nothing is due.
+    let fallback = watchdog.map_or(FALLBACK_WAKE, |w| FALLBACK_WAKE.min(w / 3));
+
+    let mut triggers = Triggers::new(
+        live.settings.daemon.every_minutes,
+        live.settings.daily_times(),
+        &clock.now().to_zoned(live.ctx.tz.clone()),
+    );
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %live.settings.source.display(),
+        database = %describe_database(&live.settings.database.url),
+        channels = %describe_channels(&live.settings.channels),
+        watchdog_s = watchdog.map(|w| w.as_secs_f64()),
+        next_trigger = %describe_next(&triggers, &clock.now().to_zoned(live.ctx.tz.clone()), &live.ctx.calendar),
+        "qaloop serve starting"
+    );
+
+    run_one(&live, &store, clock.as_ref(), &vitals, "start").await;
+
+    let ops_state = OpsState {
+        store: store.clone(),
+        vitals: vitals.clone(),
+        clock: clock.clone(),
+        facts: Arc::new(std::sync::RwLock::new(Facts::new(
+            &live.settings,
+            &live.ctx,
+        ))),
+    };
+    let listen = live.settings.ops.listen_addr().map_err(|message| {
+        ServeError::Config(
+            crate::problem::Problem::new(&live.settings.source, "ops.listen", message).into(),
+        )
+    })?;
+    // Health and metrics are for watching the work, not the work itself: a port in use is an
+    // error in the log (and `qaloop check` warns of it), not a reason to stop assigning.
+    match listen.map(crate::ops::http::bind) {
+        None => {}
+        Some(bind) => match bind.await {
+            Ok(listener) => {
+                tracing::info!(
+                    address = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+                    "ops listener: /healthz /readyz /metrics"
+                );
+                let cancel = cancel.clone();
+                tasks.spawn(crate::ops::http::serve(
+                    listener,
+                    ops_state.clone(),
+                    async move { cancel.cancelled().await },
+                ));
+            }
+            Err(e) => tracing::error!(error = %e, "running without /healthz and /metrics"),
+        },
+    }
+    systemd::ready(&status_line(&store, &vitals).await);
 
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
     let mut scheduler = JobScheduler::new().await?;
@@ -228,46 +328,246 @@ pub async fn serve(
         .await?;
     scheduler.start().await?;
 
-    let mut triggers = Triggers::new(
-        settings.daemon.every_minutes,
-        settings.daily_times(),
-        &clock.now().to_zoned(ctx.tz.clone()),
-    );
-    let mut staff_mtime = modified(&settings.organisation.staff_file);
+    let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
+    let mut staff_mtime = modified(&live.settings.organisation.staff_file);
     tokio::pin!(shutdown);
     loop {
         let label = tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            Some(()) = hangup.recv() => "reload",
             Some(()) = wake_rx.recv() => "schedule",
-            _ = tokio::time::sleep(FALLBACK_WAKE) => {
+            _ = tokio::time::sleep(fallback) => {
                 tracing::debug!("no wake-up from the scheduler; checking the clock");
                 "fallback"
             }
         };
-        let now = clock.now().to_zoned(ctx.tz.clone());
-        let mtime = modified(&settings.organisation.staff_file);
-        if triggers.due(&now, &ctx.calendar) {
-            pass(label).await;
+        vitals.tick();
+        if label == "reload" {
+            if reload(&mut live) {
+                ops_state.set_facts(Facts::new(&live.settings, &live.ctx));
+                triggers = Triggers::new(
+                    live.settings.daemon.every_minutes,
+                    live.settings.daily_times(),
+                    &clock.now().to_zoned(live.ctx.tz.clone()),
+                );
+                staff_mtime = modified(&live.settings.organisation.staff_file);
+                nightly =
+                    nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
+                run_one(&live, &store, clock.as_ref(), &vitals, "reload").await;
+            }
+            systemd::ready(&status_line(&store, &vitals).await);
+            continue;
+        }
+        let now = clock.now().to_zoned(live.ctx.tz.clone());
+        if let Some(nightly) = nightly.as_mut()
+            && nightly.due(&now)
+        {
+            vitals.busy(true);
+            match nightly.run(&store, &now).await {
+                Ok(file) => {
+                    tracing::info!(file = %file.display(), "nightly backup written and checked")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "nightly backup failed; will try again tomorrow")
+                }
+            }
+            vitals.busy(false);
+        }
+        let mtime = modified(&live.settings.organisation.staff_file);
+        if triggers.due(&now, &live.ctx.calendar) {
+            run_one(&live, &store, clock.as_ref(), &vitals, label).await;
             staff_mtime = mtime;
+            systemd::status(&status_line(&store, &vitals).await);
         } else if mtime != staff_mtime {
             staff_mtime = mtime;
-            pass("staff-file").await;
+            run_one(&live, &store, clock.as_ref(), &vitals, "staff-file").await;
+            systemd::status(&status_line(&store, &vitals).await);
         } else {
-            crate::pass::between_passes(
+            // Between passes: urgent alerts that fell due, then what working hours released and
+            // what is due a retry.
+            vitals.busy(true);
+            let result = crate::pass::between_passes(
                 &store,
-                &settings,
-                &ctx,
-                dispatcher.as_ref(),
+                &live.settings,
+                &live.ctx,
+                live.dispatcher.as_ref(),
                 now.timestamp(),
             )
+            .instrument(tracing::info_span!("dispatch", trigger = label))
             .await;
+            vitals.busy(false);
+            match result {
+                Ok(()) => vitals.db_answered(),
+                Err(e) => {
+                    tracing::error!(error = %e, "dispatch failed; will retry at the next wake-up")
+                }
+            }
         }
     }
+    systemd::stopping();
     tracing::info!("shutting down");
+    cancel.cancel();
+    tasks.close();
     let _ = scheduler.shutdown().await;
+    tasks.wait().await;
     store.close().await;
     Ok(())
+}
+
+/// One pass at the clock's `now`, recorded in `vitals`; a failure is logged, not fatal.
+async fn run_one(
+    live: &Live,
+    store: &Store,
+    clock: &dyn Clock,
+    vitals: &Vitals,
+    label: &'static str,
+) {
+    let now = clock.now();
+    let started = std::time::Instant::now();
+    vitals.busy(true);
+    let span = tracing::info_span!("pass", trigger = label, at = %now);
+    let result = run_pass(
+        store,
+        &live.settings,
+        &live.ctx,
+        live.dispatcher.as_ref(),
+        now,
+    )
+    .instrument(span.clone())
+    .await;
+    vitals.busy(false);
+    let _entered = span.enter();
+    let ok = result.is_ok();
+    match result {
+        Ok(report) => {
+            vitals.db_answered();
+            tracing::info!(
+                created = report.reconcile.created,
+                late = report.reconcile.created_late,
+                queued = report.notices.queued,
+                sent = report.dispatch.as_ref().map_or(0, |d| d.sent),
+                duration_ms = started.elapsed().as_millis() as u64,
+                "pass complete"
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "pass failed; will retry at the next trigger")
+        }
+    }
+    crate::ops::metrics::record_pass(started.elapsed().as_secs_f64(), ok);
+    vitals.pass_finished(LastPass {
+        at: now,
+        finished: std::time::Instant::now(),
+        duration: started.elapsed(),
+        ok,
+    });
+}
+
+/// The `STATUS=` line: when the last pass ran and how many messages wait.
+async fn status_line(store: &Store, vitals: &Vitals) -> String {
+    let pass = match vitals.last_pass() {
+        Some(p) if p.ok => format!(
+            "last pass {}",
+            p.at.round(jiff::Unit::Second).unwrap_or(p.at)
+        ),
+        Some(p) => format!(
+            "last pass FAILED at {}",
+            p.at.round(jiff::Unit::Second).unwrap_or(p.at)
+        ),
+        None => "no pass yet".into(),
+    };
+    match store.outbox_depth().await {
+        Ok(n) => format!("{pass}; outbox: {n} waiting"),
+        Err(_) => format!("{pass}; outbox: database not answering"),
+    }
+}
+
+/// Reloads the configuration from the file the running one came from, with the same checks as
+/// `qaloop check`. All or nothing: on any problem every one is logged at error level and the
+/// running configuration stays. Returns whether the new one took over. `database.url` cannot
+/// change without a restart (the lock and the pool belong to the old database).
+fn reload(live: &mut Live) -> bool {
+    systemd::reloading();
+    let path = live.settings.source.clone();
+    tracing::info!(config = %path.display(), "SIGHUP: reloading configuration");
+    match crate::ops::load::load_checked(&path) {
+        Ok(new) => {
+            if new.settings.ops.listen != live.settings.ops.listen {
+                tracing::warn!(
+                    "ops.listen changed: the listener stays where it is until qaloop restarts"
+                );
+            }
+            if new.settings.database.url != live.settings.database.url {
+                tracing::error!(
+                    "reload refused: database.url changed; restart qaloop to move to another database (keeping the running configuration)"
+                );
+                return false;
+            }
+            tracing::info!(
+                config = %path.display(),
+                activities = new.ctx.schedule.activities.len(),
+                staff = new.staff.len(),
+                channels = %describe_channels(&new.settings.channels),
+                "configuration reloaded"
+            );
+            *live = Live {
+                settings: new.settings,
+                ctx: new.ctx,
+                dispatcher: new.dispatcher,
+            };
+            true
+        }
+        Err(problems) => {
+            for problem in &problems.0 {
+                tracing::error!(%problem, "reload refused");
+            }
+            tracing::error!(
+                problems = problems.0.len(),
+                "reload refused: keeping the running configuration; fix the problems above and send SIGHUP again"
+            );
+            false
+        }
+    }
+}
+
+/// The nightly backup `[backup]` asks for; none on PostgreSQL (logged: use `pg_dump`).
+fn nightly_backup(settings: &Settings, now: &Zoned) -> Option<crate::ops::backup::Nightly> {
+    let nightly = crate::ops::backup::Nightly::from_settings(settings, now)?;
+    if crate::config::sqlite_file(&settings.database.url).is_none() {
+        tracing::warn!(
+            "[backup] dir is set but the database is PostgreSQL: back it up with pg_dump (see README, Operations)"
+        );
+        return None;
+    }
+    Some(nightly)
+}
+
+/// Yields once per SIGHUP. Installed when called, so from then on SIGHUP never kills the
+/// process (its default action would).
+fn hangup_signal() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
+/// The next moment [`Triggers`] will fire after `now`, for the start-up line.
+fn describe_next(triggers: &Triggers, now: &Zoned, calendar: &Calendar) -> String {
+    triggers.next_after(now, calendar).map_or_else(
+        || "none".into(),
+        |z| z.strftime("%Y-%m-%dT%H:%M %Z").to_string(),
+    )
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! - [`engine`]: plan (pure) and reconcile (plan + store).
 //! - [`store`]: SQLite and PostgreSQL behind one type; the only module that writes SQL.
 //! - [`cli`]: the `qaloop` commands; [`daemon`]: `qaloop serve`.
+//! - [`ops`]: running as a service: validated loading, systemd, liveness.
 //!
 //! # Data flow
 //! settings → (schedule, calendar, staff) → `engine::plan(now)` → desired assignments →
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod engine;
 pub mod inputs;
 pub mod notify;
+pub mod ops;
 pub mod org;
 pub mod pass;
 pub mod problem;

@@ -109,20 +109,17 @@ pub async fn run_pass(
 
 /// What the daemon does at every wake-up between passes (once a minute): queue the urgent
 /// alerts that fell due, then send what is ready — urgent alerts at any hour, what working
-/// hours released, what is due a retry. Errors are logged; the next wake-up tries again.
+/// hours released, what is due a retry.
 pub async fn between_passes(
     store: &Store,
     settings: &Settings,
     ctx: &Context,
     dispatcher: Option<&crate::notify::dispatcher::Dispatcher>,
     now: Timestamp,
-) {
-    if let Err(e) = crate::notify::urgent::decide(store, ctx, &settings.urgent, now).await {
-        tracing::error!(error = %e, "urgent alerts not decided; will retry at the next wake-up");
+) -> Result<(), StoreError> {
+    crate::notify::urgent::decide(store, ctx, &settings.urgent, now).await?;
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.dispatch(store, now).await?;
     }
-    if let Some(dispatcher) = dispatcher
-        && let Err(e) = dispatcher.dispatch(store, now).await
-    {
-        tracing::error!(error = %e, "dispatch failed; will retry at the next wake-up");
-    }
+    Ok(())
 }

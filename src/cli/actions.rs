@@ -185,9 +185,11 @@ pub(super) async fn run(config: Option<&std::path::Path>, command: ActionsComman
             )
             .await
             .map_err(failure)?;
-            println!(
+            out!(
                 "action {} raised for {}, due {}",
-                ids[0], action.owner, action.due
+                ids[0],
+                action.owner,
+                action.due
             );
             Ok(())
         }
@@ -296,6 +298,6 @@ async fn apply(
     )
     .await
     .map_err(failure)?;
-    println!("action {id} is now {}", action.state.as_str());
+    out!("action {id} is now {}", action.state.as_str());
     Ok(())
 }

@@ -164,7 +164,7 @@ pub(super) async fn run(config: Option<&std::path::Path>, command: ConcernsComma
                     now_or_clock(now),
                 )
                 .await?;
-            println!(
+            out!(
                 "{} concern recorded; alerts go out at the next dispatch",
                 kind.as_str()
             );
@@ -225,7 +225,7 @@ pub(super) async fn run(config: Option<&std::path::Path>, command: ConcernsComma
                 .await?
             {
                 Acknowledged::Now => {
-                    println!("concern {id} acknowledged by {by}; alerts stopped");
+                    out!("concern {id} acknowledged by {by}; alerts stopped");
                     Ok(())
                 }
                 Acknowledged::Already(who) => Err(Failure::new(

@@ -1,10 +1,19 @@
 //! The `qaloop` command line. Each command reads the clock once (`--now`, default the real
 //! clock) and passes it inward; exit codes follow sysexits.
 
+/// `println!` for command output: a reader that went away (`qaloop check | head -1`) ends the
+/// command quietly with exit 0 instead of a panic; any other write error is a failure.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::line(format_args!($($arg)*))?
+    };
+}
+
 pub mod actions;
 pub mod concerns;
 pub mod output;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -106,6 +115,26 @@ pub enum Command {
     },
     /// Run the daemon.
     Serve,
+    /// Back up the SQLite database to a new file (safe while serve runs), then check the copy.
+    Backup {
+        /// The backup file to create (must not exist).
+        path: PathBuf,
+        /// The moment recorded as the last backup [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
+    /// Replace the SQLite database with a backup (serve must be stopped), after checking it.
+    Restore {
+        /// The backup file.
+        path: PathBuf,
+    },
+    /// Packaging helpers: the man pages and shell completions (used by scripts/package.sh).
+    #[command(hide = true)]
+    Generate {
+        /// What to generate.
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
     /// Inspect and re-queue notifications.
     Outbox {
         /// What to do with the outbox.
@@ -117,6 +146,21 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: NotifyCommand,
+    },
+}
+
+/// `qaloop generate …`
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Write `qaloop.8` and one `qaloop-COMMAND.8` per command into a folder.
+    Man {
+        /// The folder (created if missing).
+        dir: PathBuf,
+    },
+    /// Print the completion script for a shell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -276,6 +320,10 @@ impl Failure {
             message: message.into(),
         }
     }
+    /// Standard output was closed by its reader: stop quietly, exit 0.
+    pub(crate) fn closed_pipe() -> Self {
+        Self::new(exit::OK, "")
+    }
     fn config(problems: Problems) -> Self {
         Self::new(exit::CONFIG, problems.to_string())
     }
@@ -305,8 +353,11 @@ pub fn main(cli: Cli) -> ExitCode {
         .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
+        // The reader of our output went away: not an error (`| head`).
+        Err(failure) if failure.code == exit::OK => ExitCode::from(exit::OK),
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            // A closed stderr must not panic either.
+            let _ = writeln!(std::io::stderr(), "error: {}", failure.message);
             ExitCode::from(failure.code)
         }
     }
@@ -346,11 +397,11 @@ async fn open_store(settings: &Settings) -> Result<Store, Failure> {
 async fn run(cli: Cli) -> Outcome {
     let config = cli.config.as_deref();
     match cli.command {
-        Command::Check { now } => check(config, now_or_clock(now)),
+        Command::Check { now } => check(config, now_or_clock(now)).await,
         Command::Migrate => {
             let loaded = load(config, "warn")?;
             let store = open_store(&loaded.settings).await?;
-            println!("migrations applied ({})", store.backend_name());
+            out!("migrations applied ({})", store.backend_name());
             Ok(())
         }
         Command::Staff {
@@ -365,6 +416,9 @@ async fn run(cli: Cli) -> Outcome {
         Command::Notify {
             command: NotifyCommand::Test { to, channel },
         } => notify_test(config, &to, channel.as_deref()).await,
+        Command::Generate { what } => generate(what),
+        Command::Backup { path, now } => backup(config, &path, now_or_clock(now)).await,
+        Command::Restore { path } => restore(config, &path).await,
         Command::Serve => {
             let loaded = load(config, "info")?;
             crate::daemon::serve(
@@ -379,57 +433,67 @@ async fn run(cli: Cli) -> Outcome {
     }
 }
 
-fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
+async fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     let path = resolve_path(config);
     crate::telemetry::init(LogFormat::Text, "warn");
-    let settings = Settings::load(&path).map_err(Failure::config)?;
     let mut problems = Problems::default();
-    let ctx = load_context(&settings)
-        .map_err(|p| problems.0.extend(p.0))
-        .ok();
-    let staff = ctx.as_ref().and_then(|ctx| {
-        load_staff(&settings.organisation.staff_file, &ctx.schedule)
-            .map_err(|p| problems.0.extend(p.0))
-            .ok()
-    });
-    let templates =
-        crate::notify::templates::Templates::load(settings.notify.templates_dir.as_deref())
-            .map_err(|p| problems.0.extend(p.0))
-            .ok();
-    if let Some(templates) = &templates {
-        problems.0.extend(templates.check().0);
-    }
-    if let Err(p) = crate::notify::registry::build_channels(&settings) {
-        problems.0.extend(p.0);
-    }
-    let (Some(ctx), Some(staff), true) = (ctx, staff, problems.is_empty()) else {
-        return Err(Failure::config(problems));
+    let mut findings = crate::ops::check::Findings::default();
+    let runtime = match Settings::load(&path) {
+        Err(p) => {
+            // A broken settings file must not hide the other files' problems.
+            problems.0.extend(p.0);
+            problems
+                .0
+                .extend(crate::ops::check::inputs_without_settings(&path).0);
+            None
+        }
+        Ok(settings) => {
+            findings = crate::ops::check::environment(&settings).await;
+            problems.0.extend(std::mem::take(&mut findings.problems).0);
+            crate::ops::load::load_with(settings)
+                .map_err(|p| problems.0.extend(p.0))
+                .ok()
+        }
     };
+    let (Some(runtime), true) = (runtime, problems.is_empty()) else {
+        let mut failure = Failure::config(problems);
+        for warning in &findings.warnings {
+            failure.message.push_str(&format!("\nwarning: {warning}"));
+        }
+        return Err(failure);
+    };
+    let crate::ops::load::Runtime {
+        settings,
+        ctx,
+        staff,
+        ..
+    } = runtime;
     let today = ctx.today(now);
     let horizon = today
         .checked_add(jiff::Span::new().months(12))
         .expect("in range");
-    let org = Org::from_records(staff.records.iter().cloned());
+    let org = Org::from_records(staff.iter().cloned());
     let planned = plan_window(&ctx, &org, today, horizon);
-    println!("configuration OK: {}", settings.source.display());
-    println!(
+    out!("configuration OK: {}", settings.source.display());
+    out!(
         "organisation: {} ({})",
-        settings.organisation.name, settings.organisation.timezone
+        settings.organisation.name,
+        settings.organisation.timezone
     );
-    println!(
+    out!(
         "schedule: {} activities ({})",
         ctx.schedule.activities.len(),
         settings.schedule.file.display()
     );
-    println!(
+    out!(
         "staff: {} people ({})",
-        staff.records.len(),
+        staff.len(),
         settings.organisation.staff_file.display()
     );
     for (role, count) in org.role_counts() {
-        println!("  {role:<24} {count}");
+        out!("  {role:<24} {count}");
     }
-    println!(
+    out!(
         "next 12 months ({today} to {horizon}): {} assignments",
         planned.len()
     );
@@ -443,22 +507,121 @@ fn check(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
             Some(c) => c.as_str().to_owned(),
             None => format!("after {}", activity.triggered_by.as_deref().unwrap_or("?")),
         };
-        println!(
+        out!(
             "  {:<30} {:>5}  {how}, due {}",
             activity.id,
             count,
             activity.due.describe()
         );
     }
-    for warning in warnings(
+    for note in &findings.notes {
+        out!("{note}");
+    }
+    for warning in findings.warnings.iter().cloned().chain(warnings(
         &ctx,
-        &staff.records,
+        &staff,
         today,
         horizon,
         &settings.calendar.bank_holidays_file,
-    ) {
-        println!("warning: {warning}");
+    )) {
+        out!("warning: {warning}");
     }
+    Ok(())
+}
+
+fn generate(what: GenerateCommand) -> Outcome {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    match what {
+        GenerateCommand::Man { dir } => {
+            let write = |name: String, page: clap::Command| -> Outcome {
+                let path = dir.join(format!("{name}.8"));
+                let mut file = std::fs::File::create(&path).map_err(|e| {
+                    Failure::new(
+                        exit::FAILURE,
+                        format!("cannot create {}: {e}", path.display()),
+                    )
+                })?;
+                clap_mangen::Man::new(page)
+                    .section("8")
+                    .render(&mut file)
+                    .map_err(|e| {
+                        Failure::new(exit::FAILURE, format!("writing {}: {e}", path.display()))
+                    })
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+            cmd.build();
+            for sub in cmd
+                .get_subcommands()
+                .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+            {
+                let name = format!("qaloop-{}", sub.get_name());
+                // clap names are `&'static str` without its `string` feature; this runs once.
+                let title: &'static str = Box::leak(name.clone().into_boxed_str());
+                write(name, sub.clone().name(title))?;
+            }
+            write("qaloop".into(), cmd)?;
+            out!("man pages written to {}", dir.display());
+            Ok(())
+        }
+        GenerateCommand::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "qaloop", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf).trim_end());
+            Ok(())
+        }
+    }
+}
+
+async fn backup(
+    config: Option<&std::path::Path>,
+    path: &std::path::Path,
+    now: Timestamp,
+) -> Outcome {
+    use crate::ops::backup::BackupError;
+    let loaded = load(config, "warn")?;
+    let fail = |e: BackupError| Failure::new(e.exit_code(), e.to_string());
+    if crate::config::sqlite_file(&loaded.settings.database.url).is_none() {
+        return Err(fail(BackupError::Postgres));
+    }
+    let store = open_store(&loaded.settings).await?;
+    let bytes = crate::ops::backup::backup(&store, path, now)
+        .await
+        .map_err(fail)?;
+    out!(
+        "backup written to {} ({bytes} bytes); integrity check ok",
+        path.display()
+    );
+    Ok(())
+}
+
+async fn restore(config: Option<&std::path::Path>, path: &std::path::Path) -> Outcome {
+    use crate::ops::backup::BackupError;
+    let loaded = load(config, "warn")?;
+    let fail = |e: BackupError| Failure::new(e.exit_code(), e.to_string());
+    let Some((db, _)) = crate::config::sqlite_file(&loaded.settings.database.url) else {
+        return Err(fail(BackupError::Postgres));
+    };
+    // Held until the restore is done: no serve can start on a half-replaced file.
+    let _lock = crate::daemon::lock_sqlite(&loaded.settings.database.url).map_err(|e| match e {
+        crate::daemon::ServeError::AlreadyRunning(_) => fail(BackupError::Running(format!(
+            "{e}; stop it first (systemctl stop qaloop), restore, then start it"
+        ))),
+        other => Failure::new(other.exit_code(), other.to_string()),
+    })?;
+    crate::ops::backup::restore(path, std::path::Path::new(db))
+        .await
+        .map_err(fail)?;
+    out!(
+        "restored {} from {}; integrity check ok. Start qaloop: migrations, if any, run at start",
+        db,
+        path.display()
+    );
     Ok(())
 }
 
@@ -486,7 +649,7 @@ async fn staff_import(
             .set_meta(crate::pass::STAFF_DIGEST_KEY, &staff.digest)
             .await?;
     }
-    println!(
+    out!(
         "imported {} people: {} joined, {} changed, {} left, {} rejoined, {} assignments reassigned",
         staff.records.len(),
         report.joined.len(),
@@ -496,7 +659,7 @@ async fn staff_import(
         report.reassigned.len()
     );
     for (id, from, to) in &report.reassigned {
-        println!("  assignment {id}: {from} -> {to}");
+        out!("  assignment {id}: {from} -> {to}");
     }
     Ok(())
 }
@@ -546,10 +709,13 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     .await
     .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
     if let Some(problems) = &report.staff_problems {
-        eprintln!("staff file not imported (the current staff list stays):\n{problems}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "staff file not imported (the current staff list stays):\n{problems}"
+        );
     }
     if let Some(staff) = &report.staff {
-        println!(
+        out!(
             "staff: {} joined, {} changed, {} left, {} assignments reassigned",
             staff.joined.len(),
             staff.changed.len(),
@@ -558,12 +724,13 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
         );
     }
     let r = &report.reconcile;
-    println!(
+    out!(
         "tick at {now}: created {} assignments ({} late)",
-        r.created, r.created_late
+        r.created,
+        r.created_late
     );
     for (activity, period, count) in &r.periods {
-        println!("  {activity} {period}: {count}");
+        out!("  {activity} {period}: {count}");
     }
     if report.notices.queued > 0 {
         let mode = if report.notices.catch_up {
@@ -571,10 +738,10 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
         } else {
             ""
         };
-        println!("notifications: {} queued{mode}", report.notices.queued);
+        out!("notifications: {} queued{mode}", report.notices.queued);
     }
     if let Some(d) = &report.dispatch {
-        println!("sent {}, retrying {}, dead {}", d.sent, d.retrying, d.dead);
+        out!("sent {}, retrying {}, dead {}", d.sent, d.retrying, d.dead);
     }
     Ok(())
 }
@@ -646,12 +813,14 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
                 complete(&store, ctx, id, &actor, note.as_deref(), now_or_clock(now))
                     .await
                     .map_err(change_failure)?;
-            println!(
+            out!(
                 "assignment {} ({} {}) completed by {by}",
-                a.id, a.activity_id, a.period_label
+                a.id,
+                a.activity_id,
+                a.period_label
             );
             for t in triggered {
-                println!("  created assignment {t}");
+                out!("  created assignment {t}");
             }
             Ok(())
         }
@@ -660,7 +829,7 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
             reassign(&store, ctx, id, &to, &actor, now_or_clock(now))
                 .await
                 .map_err(change_failure)?;
-            println!("assignment {id} reassigned to {to}");
+            out!("assignment {id} reassigned to {to}");
             Ok(())
         }
         AssignmentsCommand::Cancel {
@@ -673,7 +842,7 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
             cancel(&store, ctx, id, &actor, &reason, now_or_clock(now))
                 .await
                 .map_err(change_failure)?;
-            println!("assignment {id} cancelled");
+            out!("assignment {id} cancelled");
             Ok(())
         }
         AssignmentsCommand::History { id, format } => {
@@ -714,7 +883,7 @@ async fn outbox(config: Option<&std::path::Path>, command: OutboxCommand) -> Out
         }
         OutboxCommand::Retry { id, now } => {
             if store.retry(id, now_or_clock(now)).await? {
-                println!("outbox row {id} re-queued; the daemon (or `qaloop tick`) will send it");
+                out!("outbox row {id} re-queued; the daemon (or `qaloop tick`) will send it");
                 Ok(())
             } else {
                 match store.outbox_row(id).await? {
@@ -773,10 +942,10 @@ async fn notify_test(config: Option<&std::path::Path>, to: &str, channel: Option
     let mut failed = 0;
     for (name, outcome) in &results {
         match outcome {
-            Ok(()) => println!("{name}: sent"),
+            Ok(()) => out!("{name}: sent"),
             Err(e) => {
                 failed += 1;
-                println!("{name}: {e}");
+                out!("{name}: {e}");
             }
         }
     }

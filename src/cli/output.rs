@@ -160,6 +160,20 @@ impl ActionView {
     }
 }
 
+/// Writes one line of command output to stdout (what the `out!` macro calls). A closed pipe
+/// becomes [`Failure::closed_pipe`](super::Failure) so the command stops quietly.
+pub fn line(args: std::fmt::Arguments<'_>) -> Result<(), super::Failure> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{args}") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(super::Failure::closed_pipe()),
+        Err(e) => Err(super::Failure::new(
+            super::exit::FAILURE,
+            format!("writing to standard output: {e}"),
+        )),
+    }
+}
+
 /// Prints `rows` in `format`; `columns` picks and orders the table columns from each row's JSON.
 /// A reader that stops early (`| head`) is not an error.
 pub fn print<T: Serialize>(rows: &[T], format: Format, columns: &[&str]) -> anyhow::Result<()> {

@@ -289,6 +289,13 @@ impl Dispatcher {
             report.sent += sent.len();
         }
         for (row, outcome) in outcomes {
+            let result = match outcome {
+                Outcome::Sent => "sent",
+                Outcome::Retry(..) => "retry",
+                Outcome::Dead(_) => "dead",
+                Outcome::Cancelled => "cancelled",
+            };
+            crate::ops::metrics::record_send(&row.channel, result);
             match outcome {
                 Outcome::Sent => {}
                 Outcome::Retry(at, error) => {

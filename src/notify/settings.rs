@@ -86,7 +86,7 @@ pub fn resolve_secret(
 }
 
 /// Expands a leading `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
-fn expand_credentials(path: &std::path::Path) -> PathBuf {
+pub fn expand_credentials(path: &std::path::Path) -> PathBuf {
     let text = path.to_string_lossy();
     match (
         text.strip_prefix("$CREDENTIALS_DIRECTORY"),

@@ -53,6 +53,14 @@ pub enum StoreError {
     /// No assignment has that id.
     #[error("no assignment has id {0}")]
     NotFound(i64),
+    /// The database could not be reached or opened; says where and why.
+    #[error("cannot reach the database at {target}: {cause}")]
+    Unreachable {
+        /// `host:port/db` or the SQLite file (never credentials).
+        target: String,
+        /// What went wrong, in plain words.
+        cause: String,
+    },
 }
 
 /// The database qaloop keeps its truth in.
@@ -81,6 +89,7 @@ macro_rules! on_pool {
 pub mod actions;
 pub mod concerns;
 pub mod outbox;
+pub mod stats;
 
 pub use actions::{ActionChanged, ActionFilter, ActionHistoryEntry};
 pub use concerns::{Acknowledged, NewConcern};
@@ -257,6 +266,7 @@ impl Store {
     /// Connects to `url` (`sqlite://PATH`, created if missing, or `postgres://…`).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let backend = if url.starts_with("sqlite:") {
+            stats::sqlite_folder_exists(url)?;
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -271,6 +281,11 @@ impl Store {
             )
         } else {
             let options = PgConnectOptions::from_str(url)?;
+            // One direct connection first: an unreachable server fails in seconds with its
+            // address and cause, instead of the pool's "timed out" after ten.
+            sqlx::Connection::close(stats::probe_postgres(&options).await?)
+                .await
+                .ok();
             Backend::Postgres(Self::pg_pool(options, max_connections).await?)
         };
         Ok(Store { backend })

@@ -1,0 +1,208 @@
+//! What `qaloop check` verifies beyond the files themselves: that `serve` can run here and now.
+//! The database answers and is migrated or migratable, file channels can write their folders,
+//! the SQLite folder can take its lock file, secrets files are private. And when the settings
+//! file itself is broken, the schedule, calendar and staff files it names are still checked, so
+//! one run shows every problem.
+//!
+//! **Invariant:** changes nothing: the database is opened read-only (SQLite) or only read
+//! (PostgreSQL), and a writability probe removes the file it made.
+
+use std::path::{Path, PathBuf};
+
+use crate::calendar::Calendar;
+use crate::config::Settings;
+use crate::notify::ChannelSettings;
+use crate::notify::settings::expand_credentials;
+use crate::problem::{Problem, Problems};
+use crate::schedule::Schedule;
+use crate::store::stats::{MigrationState, inspect};
+
+/// What the environment checks found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Things that stop `serve` (exit 78).
+    pub problems: Problems,
+    /// Things to fix that do not stop it.
+    pub warnings: Vec<String>,
+    /// What was checked and found fine, for the summary.
+    pub notes: Vec<String>,
+}
+
+/// Checks the database, folders and secrets the settings name.
+pub async fn environment(settings: &Settings) -> Findings {
+    let mut f = Findings::default();
+    let at = |key: &str, message: String| Problem::new(&settings.source, key, message);
+    let db = crate::ops::load::describe_database(&settings.database.url);
+    match inspect(&settings.database.url).await {
+        Ok(MigrationState::Current) => f.notes.push(format!("database: {db}: up to date")),
+        Ok(MigrationState::Pending(n)) => f.notes.push(format!(
+            "database: {db}: reachable; {n} migration(s) will be applied at start"
+        )),
+        Ok(MigrationState::Incompatible(why)) => f.problems.push(at(
+            "database.url",
+            format!("{db}: cannot be migrated: {why}"),
+        )),
+        Err(e) => f.problems.push(at("database.url", e.to_string())),
+    }
+    if let Some((path, _)) = crate::config::sqlite_file(&settings.database.url)
+        && let Some(dir) = Path::new(path).parent().filter(|d| d.is_dir())
+        && let Err(why) = writable(dir)
+    {
+        f.problems.push(at(
+            "database.url",
+            format!(
+                "the database folder {} is not writable ({why}): SQLite needs it for its journal and qaloop for its lock file",
+                dir.display()
+            ),
+        ));
+    }
+    if let Ok(Some(addr)) = settings.ops.listen_addr() {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => f.notes.push(format!("ops listener: {addr} is free")),
+            Err(e) => f.warnings.push(format!(
+                "ops.listen: cannot listen on {addr} ({e}); a running qaloop may hold it, otherwise serve will run without /healthz and /metrics"
+            )),
+        }
+    }
+    let base = settings.source.parent().unwrap_or(Path::new("."));
+    for (i, channel) in settings.channels.iter().enumerate() {
+        let key = format!("channels[{i}] ({})", channel.name());
+        if let ChannelSettings::File(s) = channel {
+            let dir = base.join(&s.dir);
+            if let Err(why) = writable_or_creatable(&dir) {
+                f.problems.push(at(
+                    &format!("{key}.dir"),
+                    format!("{} cannot be written: {why}", dir.display()),
+                ));
+            }
+        }
+        for (name, file) in secret_files(channel) {
+            private_secret(&key, name, file, base, &mut f.warnings);
+        }
+    }
+    f
+}
+
+/// The secret files a channel names, with their keys.
+fn secret_files(channel: &ChannelSettings) -> Vec<(&'static str, &PathBuf)> {
+    let mut files = Vec::new();
+    match channel {
+        ChannelSettings::Email(s) => {
+            files.extend(s.password_file.iter().map(|p| ("password_file", p)))
+        }
+        ChannelSettings::File(_) => {}
+        ChannelSettings::Teams(s) | ChannelSettings::Slack(s) | ChannelSettings::GoogleChat(s) => {
+            files.extend(s.url_file.iter().map(|p| ("url_file", p)))
+        }
+        ChannelSettings::Webhook(s) => {
+            files.extend(s.url_file.iter().map(|p| ("url_file", p)));
+            files.extend(s.secret_file.iter().map(|p| ("secret_file", p)));
+        }
+    }
+    files
+}
+
+/// Warns when a secret file can be read by every user (reading it at all is checked when the
+/// channel is built).
+fn private_secret(key: &str, name: &str, file: &Path, base: &Path, warnings: &mut Vec<String>) {
+    let path = base.join(expand_credentials(file));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(&path)
+            && meta.permissions().mode() & 0o004 != 0
+        {
+            warnings.push(format!(
+                "{key}.{name}: {} is readable by every user on this machine; `chmod o-rwx` it (or use LoadCredential=)",
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (key, name, path, warnings);
+}
+
+/// Whether a file can be created in `dir` (tried: permissions alone miss read-only mounts).
+fn writable(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(format!(".qaloop-check-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .map(|_| {
+            let _ = std::fs::remove_file(&probe);
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// `dir` is writable, or does not exist yet and its nearest existing ancestor is.
+fn writable_or_creatable(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return writable(dir);
+    }
+    if dir.exists() {
+        return Err("it is not a folder".into());
+    }
+    let mut ancestor = dir.parent();
+    while let Some(a) = ancestor {
+        if a.exists() && !a.is_dir() {
+            return Err(format!("{} is a file, not a folder", a.display()));
+        }
+        if a.is_dir() {
+            return writable(a).map_err(|e| {
+                format!(
+                    "it does not exist and cannot be created in {}: {e}",
+                    a.display()
+                )
+            });
+        }
+        ancestor = a.parent();
+    }
+    Err("no existing parent folder".into())
+}
+
+/// When `qaloop.toml` does not load (a misspelt key, a bad value), checks the schedule, calendar
+/// and staff files it names anyway, reading just those keys from the raw TOML, so their problems
+/// show in the same run. Environment overrides are not applied here.
+pub fn inputs_without_settings(path: &Path) -> Problems {
+    let mut problems = Problems::default();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return problems;
+    };
+    let Ok(raw) = text.parse::<toml::Table>() else {
+        return problems;
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let get = |section: &str, key: &str| {
+        raw.get(section)
+            .and_then(|s| s.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let schedule = get("schedule", "file")
+        .map(|f| base.join(f))
+        .and_then(|file| {
+            crate::inputs::read(&file)
+                .map_err(Problems::from)
+                .and_then(|text| Schedule::parse(&text, &file))
+                .map_err(|p| problems.0.extend(p.0))
+                .ok()
+        });
+    if let Some(file) = get("calendar", "bank_holidays_file").map(|f| base.join(f)) {
+        let division =
+            get("calendar", "division").unwrap_or_else(|| crate::calendar::DEFAULT_DIVISION.into());
+        match crate::inputs::read(&file) {
+            Err(p) => problems.push(p),
+            Ok(text) => {
+                if let Err(e) = Calendar::from_govuk_json(&text, &division) {
+                    problems.push(Problem::new(&file, "", e.to_string()));
+                }
+            }
+        }
+    }
+    if let (Some(schedule), Some(file)) = (
+        schedule,
+        get("organisation", "staff_file").map(|f| base.join(f)),
+    ) && let Err(p) = crate::inputs::load_staff(&file, &schedule)
+    {
+        problems.0.extend(p.0);
+    }
+    problems
+}
