@@ -59,7 +59,75 @@ both_backends!(
     history_is_append_only,
     work_created_late_for_a_leaver_goes_to_their_manager_with_a_reason,
     reassign_and_cancel_follow_the_rules_and_record_who_and_how,
+    concurrent_staff_imports_apply_each_change_once,
 );
+
+async fn concurrent_staff_imports_apply_each_change_once(db: TestDb) {
+    // Three `tick`s started together on a new database, each with its own connection pool.
+    let ctx = context();
+    let (second, third) = (db.second_store().await, db.second_store().await);
+    let now = at("2027-06-01T06:00:00Z");
+    let today = ctx.today(now);
+    let staff = small_org();
+    let (a, b, c) = tokio::join!(
+        import_staff(&db.store, &ctx, &staff, "tick-1", today, now),
+        import_staff(&second, &ctx, &staff, "tick-2", today, now),
+        import_staff(&third, &ctx, &staff, "tick-3", today, now),
+    );
+    let joined: usize = [a, b, c]
+        .into_iter()
+        .map(|report| report.unwrap().joined.len())
+        .sum();
+    assert_eq!(
+        joined,
+        staff.len(),
+        "each person joined once, by one of them"
+    );
+
+    let history = db.store.staff_history().await.unwrap();
+    assert_eq!(
+        history.len(),
+        staff.len(),
+        "one history row each: {history:?}"
+    );
+    assert!(history.iter().all(|(_, event, _, _)| event == "joined"));
+
+    // A leaver imported twice at once moves their work once.
+    reconcile(&db.store, &ctx, at("2027-06-01T07:00:00Z"))
+        .await
+        .unwrap();
+    let without_tm2: Vec<_> = staff.into_iter().filter(|p| p.staff_id != "TM2").collect();
+    let later = at("2027-06-10T06:00:00Z");
+    let (a, b) = tokio::join!(
+        import_staff(
+            &db.store,
+            &ctx,
+            &without_tm2,
+            "tick-1",
+            ctx.today(later),
+            later
+        ),
+        import_staff(
+            &second,
+            &ctx,
+            &without_tm2,
+            "tick-2",
+            ctx.today(later),
+            later
+        ),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.left.len() + b.left.len(), 1);
+    assert_eq!(
+        a.reassigned.len() + b.reassigned.len(),
+        all(&db.store)
+            .await
+            .iter()
+            .filter(|x| x.slot == "TM2")
+            .count(),
+        "TM2's work moved once"
+    );
+}
 
 async fn reassign_and_cancel_follow_the_rules_and_record_who_and_how(db: TestDb) {
     let ctx = context();

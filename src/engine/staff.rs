@@ -99,8 +99,12 @@ fn changed_fields(a: &StaffRecord, b: &StaffRecord) -> Vec<&'static str> {
     fields
 }
 
+/// How many times an import starts again after losing a race with another import.
+const IMPORT_ATTEMPTS: u32 = 5;
+
 /// Imports a validated staff list: applies the differences and moves leavers' open work to their
-/// nearest current manager, in one transaction.
+/// nearest current manager, in one transaction. Safe to run beside another import: the write is
+/// guarded by the staff revision, and a lost race diffs again against what the winner wrote.
 pub async fn import_staff(
     store: &Store,
     ctx: &Context,
@@ -109,6 +113,25 @@ pub async fn import_staff(
     today: Date,
     now: Timestamp,
 ) -> Result<StaffSyncReport, StoreError> {
+    for _ in 0..IMPORT_ATTEMPTS {
+        if let Some(report) = try_import(store, ctx, incoming, actor, today, now).await? {
+            return Ok(report);
+        }
+        tracing::info!("another staff import ran at the same time; comparing again");
+    }
+    Err(StoreError::Contended("staff import"))
+}
+
+/// One attempt of [`import_staff`]; `None` when another import changed the staff meanwhile.
+async fn try_import(
+    store: &Store,
+    ctx: &Context,
+    incoming: &[StaffRecord],
+    actor: &str,
+    today: Date,
+    now: Timestamp,
+) -> Result<Option<StaffSyncReport>, StoreError> {
+    let revision = store.staff_revision().await?;
     let existing = store.people().await?;
     let changes = diff_staff(&existing, incoming, today);
     let mut after: HashMap<String, Person> = existing
@@ -169,10 +192,16 @@ pub async fn import_staff(
             })
             .collect()
     };
-    report.reassigned = store
-        .sync_staff(&changes, &reassignments, actor, &notices, now)
-        .await?;
-    Ok(report)
+    match store
+        .sync_staff(&revision, &changes, &reassignments, actor, &notices, now)
+        .await?
+    {
+        Some(moved) => {
+            report.reassigned = moved;
+            Ok(Some(report))
+        }
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ use crate::org::{Person, StaffRecord};
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The `meta` key of the staff list's revision (see [`Store::staff_revision`]).
+const STAFF_REVISION_KEY: &str = "staff_revision";
+
 /// Rows per multi-row INSERT: well under both backends' bind-parameter limits.
 const INSERT_CHUNK: usize = 1000;
 
@@ -53,6 +56,9 @@ pub enum StoreError {
     /// No assignment has that id.
     #[error("no assignment has id {0}")]
     NotFound(i64),
+    /// Other processes kept winning the race for the same write; try again later.
+    #[error("{0}: other qaloop processes kept changing the same data; try again")]
+    Contended(&'static str),
     /// The database could not be reached or opened; says where and why.
     #[error("cannot reach the database at {target}: {cause}")]
     Unreachable {
@@ -396,6 +402,24 @@ impl Store {
 
     // ---- staff ----------------------------------------------------------------------------
 
+    /// Staff history, oldest first, as (staff id, event, actor, at): what joined, changed, left
+    /// or rejoined, by whom and when (never the values that changed).
+    pub async fn staff_history(&self) -> Result<Vec<(String, String, String, String)>, StoreError> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as("SELECT staff_id, event, actor, at FROM staff_history ORDER BY id")
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// The staff list's revision: bumped by every [`Store::sync_staff`]. An import reads it
+    /// before reading the staff it diffs, and its write succeeds only if it is unchanged — so
+    /// two imports at once (two `tick`s on a new database, a tick beside the daemon, two nodes)
+    /// apply each change once: the later one finds the revision moved and starts again.
+    pub async fn staff_revision(&self) -> Result<String, StoreError> {
+        self.meta_or_insert(STAFF_REVISION_KEY, "0").await
+    }
+
     /// Everyone qaloop knows, current and past.
     pub async fn people(&self) -> Result<Vec<Person>, StoreError> {
         let rows: Vec<StaffRow> = on_pool!(self, |pool| {
@@ -429,18 +453,34 @@ impl Store {
     }
 
     /// Applies staff changes and moves leavers' open work and unverified actions, all in one
-    /// transaction.
+    /// transaction — if the staff list is still at `revision` (see [`Store::staff_revision`]).
+    /// `None`: another import got there first; nothing was written, so diff again.
     pub async fn sync_staff(
         &self,
+        revision: &str,
         changes: &[StaffChange],
         reassignments: &[Reassignment],
         actor: &str,
         notices: MovedNotices<'_>,
         now: Timestamp,
-    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+    ) -> Result<Option<Vec<(i64, String, String)>>, StoreError> {
         let at = format_instant(now);
+        let next = revision.parse::<u64>().unwrap_or(0) + 1;
         let moved = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
+            // The guard: on PostgreSQL a concurrent import waits here for this row's lock and
+            // then finds the revision moved; SQLite's write lock serialises them outright.
+            let current = sqlx::query("UPDATE meta SET value = $1 WHERE key = $2 AND value = $3")
+                .bind(next.to_string())
+                .bind(STAFF_REVISION_KEY)
+                .bind(revision)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if current == 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
             for change in changes {
                 let p = &change.person;
                 let r = &p.record;
@@ -515,7 +555,7 @@ impl Store {
             tx.commit().await?;
             moved
         });
-        Ok(moved)
+        Ok(Some(moved))
     }
 
     // ---- reconcile ------------------------------------------------------------------------
@@ -713,11 +753,22 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(false);
             };
-            sqlx::query("UPDATE assignments SET assignee = $1 WHERE id = $2")
-                .bind(to)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            // Guarded by what was read: a concurrent change (another reassignment, a
+            // completion) makes this match nothing, and the caller is told it is not open.
+            let updated = sqlx::query(
+                "UPDATE assignments SET assignee = $1 WHERE id = $2 AND status = 'open' \
+                 AND assignee = $3",
+            )
+            .bind(to)
+            .bind(id)
+            .bind(&from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             record(
                 &mut tx,
                 id,
