@@ -4,69 +4,27 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use jiff::Timestamp;
 use qaloop::domain::{Actor, ConcernKind, UrgentSettings, Via};
 use qaloop::engine::{Context, import_staff, reconcile};
-use qaloop::notify::dispatcher::{Dispatcher, RetryPolicy};
-use qaloop::notify::router::Router;
+use qaloop::notify::dispatcher::Dispatcher;
 use qaloop::notify::settings::NotifyConfig;
-use qaloop::notify::templates::Templates;
-use qaloop::notify::{Channel, ChannelSettings};
 use qaloop::store::{Acknowledged, AssignmentFilter, NewConcern};
-use support::org::{at, context, small_org};
+use support::org::{at, small_org};
 use support::smtp::{Options, SmtpServer};
 use support::store::TestDb;
 
 both_backends!(an_urgent_concern_on_a_friday_evening_is_alerted_until_acknowledged);
 
-/// The daemon's parts as a start builds them: the engine context with its router, and a
-/// dispatcher holding routine mail to working hours (the default).
 fn start(port: u16) -> (Context, Dispatcher) {
-    let settings: ChannelSettings = toml::from_str(&format!(
-        "kind = \"email\"\nname = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\n\
-         security = \"none\"\nfrom = \"qa@example-council.test\"\ntimeout_seconds = 5\n"
-    ))
-    .unwrap();
-    let config = NotifyConfig::default();
-    let mut ctx = context();
-    ctx.announcer = Some(Arc::new(Router::new(
-        &config,
-        std::slice::from_ref(&settings),
-        "Example Council",
-        ctx.tz.clone(),
-        vec![],
-    )));
-    let ChannelSettings::Email(email) = &settings else {
-        unreachable!()
-    };
-    let channel: Arc<dyn Channel> = Arc::new(
-        qaloop::notify::email::SmtpChannel::new(email, std::path::Path::new(".")).unwrap(),
-    );
-    let dispatcher = Dispatcher::new(
-        [("email".to_owned(), channel)].into(),
-        Arc::new(Templates::load(None).unwrap()),
-        RetryPolicy::from_config(&config),
-        None,
-    )
-    .with_working_hours_of(&ctx);
-    (ctx, dispatcher)
+    support::notify::start(port, &NotifyConfig::default())
 }
 
 /// Received mail as (recipient address, subject).
 fn mail(smtp: &SmtpServer) -> Vec<(String, String)> {
-    smtp.received()
-        .iter()
-        .map(|m| {
-            let subject = m
-                .data
-                .lines()
-                .find_map(|l| l.strip_prefix("Subject: "))
-                .unwrap_or_default()
-                .to_owned();
-            (m.rcpt_to.join(","), subject)
-        })
+    support::notify::mail(smtp)
+        .into_iter()
+        .map(|(to, subject, _)| (to, subject))
         .collect()
 }
 

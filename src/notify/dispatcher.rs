@@ -111,6 +111,8 @@ pub struct Dispatcher {
     admin: Option<(String, Option<String>)>,
     /// Nothing is sent outside these (and the calendar's working days); `None`: any time.
     hours: Option<(super::router::WorkingHours, crate::calendar::Calendar)>,
+    /// How long a claim reserves its rows; renewed every third of it while sending.
+    lease: SignedDuration,
 }
 
 enum Outcome {
@@ -134,6 +136,7 @@ impl Dispatcher {
             policy,
             admin,
             hours: None,
+            lease: LEASE,
         }
     }
 
@@ -160,24 +163,70 @@ impl Dispatcher {
             Some((hours, calendar)) if !hours.contains(now, calendar) => Some(&NEVER_HELD),
             _ => None,
         };
-        let mut batch = claim_batch(store, now, kinds).await?;
-        while let Some((rows, recipients)) = batch {
-            let (sent, next) = tokio::join!(
-                self.send_batch(store, &recipients, rows, now),
-                claim_batch(store, now, kinds)
-            );
-            let sent = sent?;
-            report.sent += sent.sent;
-            report.retrying += sent.retrying;
-            report.dead += sent.dead;
-            batch = match next? {
-                Some(next) => Some(next),
-                // That claim ran while this batch was sent, so it could not see what recording
-                // the batch queued (admin alerts) or released: look once more.
-                None => claim_batch(store, now, kinds).await?,
-            };
+        // The moment by the caller's clock plus the time since: a lease starts when its claim
+        // is made, not when the dispatch began, and no clock is read here.
+        let started = std::time::Instant::now();
+        let at = || now + SignedDuration::try_from(started.elapsed()).unwrap_or_default();
+        // The claims this dispatch holds (the batch being sent and the one claimed ahead), kept
+        // leased while it works.
+        let held = std::sync::Mutex::new(Vec::<String>::new());
+        let hold = |batch: &Option<(Vec<OutboxRow>, Org)>| {
+            if let Some(claim) = batch.as_ref().and_then(|(rows, _)| rows[0].claim.clone()) {
+                held.lock().unwrap_or_else(|e| e.into_inner()).push(claim);
+            }
+        };
+        let release = |claim: Option<String>| {
+            if let Some(claim) = claim {
+                held.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|c| *c != claim);
+            }
+        };
+        let work = async {
+            let mut batch = claim_batch(store, at(), self.lease, kinds).await?;
+            hold(&batch);
+            while let Some((rows, recipients)) = batch {
+                let claim = rows[0].claim.clone();
+                let (sent, next) = tokio::join!(
+                    self.send_batch(store, &recipients, rows, now),
+                    claim_batch(store, at(), self.lease, kinds)
+                );
+                release(claim);
+                let sent = sent?;
+                report.sent += sent.sent;
+                report.retrying += sent.retrying;
+                report.dead += sent.dead;
+                batch = match next? {
+                    Some(next) => Some(next),
+                    // That claim ran while this batch was sent, so it could not see what
+                    // recording the batch queued (admin alerts) or released: look once more.
+                    None => claim_batch(store, at(), self.lease, kinds).await?,
+                };
+                hold(&batch);
+            }
+            Ok::<(), StoreError>(())
+        };
+        let renew = async {
+            let every = self.lease.unsigned_abs() / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let claims = held.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Err(e) = store.renew_claims(&claims, at() + self.lease).await {
+                    tracing::warn!(error = %e, "could not renew the outbox lease; rows may be sent twice if this dispatch outlives it");
+                }
+            }
+        };
+        tokio::select! {
+            result = work => result?,
+            () = renew => {}
         }
         Ok(report)
+    }
+
+    /// Leases claims for `lease` instead of the default five minutes (tests with slow peers).
+    pub fn with_lease(mut self, lease: SignedDuration) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// One claimed batch: each channel's rows in order, channels side by side.
@@ -279,16 +328,22 @@ impl Dispatcher {
         now: Timestamp,
         report: &mut DispatchReport,
     ) -> Result<(), StoreError> {
-        let sent: Vec<i64> = outcomes
-            .iter()
-            .filter(|(_, outcome)| matches!(outcome, Outcome::Sent))
-            .map(|(row, _)| row.id)
-            .collect();
-        if !sent.is_empty() {
-            store.mark_sent(&sent, now).await?;
-            report.sent += sent.len();
+        // A lane's rows come from one claim; grouped by claim all the same, to be exact.
+        let mut sent_by_claim: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for (row, outcome) in outcomes {
+            if matches!(outcome, Outcome::Sent) {
+                sent_by_claim
+                    .entry(row.claim.as_deref().unwrap_or(""))
+                    .or_default()
+                    .push(row.id);
+            }
+        }
+        for (claim, ids) in &sent_by_claim {
+            store.mark_sent(ids, claim, now).await?;
+            report.sent += ids.len();
         }
         for (row, outcome) in outcomes {
+            let claim = row.claim.as_deref().unwrap_or("");
             let result = match outcome {
                 Outcome::Sent => "sent",
                 Outcome::Retry(..) => "retry",
@@ -300,18 +355,18 @@ impl Dispatcher {
                 Outcome::Sent => {}
                 Outcome::Retry(at, error) => {
                     tracing::warn!(outbox_id = row.id, channel = %row.channel, recipient = %row.recipient, attempt = row.attempts + 1, %error, "delivery failed; will retry");
-                    store.mark_failed(row.id, *at, error).await?;
+                    store.mark_failed(row.id, claim, *at, error).await?;
                     report.retrying += 1;
                 }
                 Outcome::Dead(error) => {
                     tracing::error!(outbox_id = row.id, channel = %row.channel, recipient = %row.recipient, %error, "delivery abandoned");
                     let alert = self.alert_for(row, error, now);
-                    store.mark_dead(row.id, error, &alert, now).await?;
+                    store.mark_dead(row.id, claim, error, &alert, now).await?;
                     report.dead += 1;
                 }
                 Outcome::Cancelled => {
                     store
-                        .mark_cancelled(row.id, "recipient is no longer on the staff list")
+                        .mark_cancelled(row.id, claim, "recipient is no longer on the staff list")
                         .await?;
                 }
             }
@@ -534,9 +589,10 @@ impl Dispatcher {
 async fn claim_batch(
     store: &Store,
     now: Timestamp,
+    lease: SignedDuration,
     kinds: Option<&[&str]>,
 ) -> Result<Option<(Vec<OutboxRow>, Org)>, StoreError> {
-    let rows = store.claim_kinds(now, now + LEASE, BATCH, kinds).await?;
+    let rows = store.claim_kinds(now, now + lease, BATCH, kinds).await?;
     if rows.is_empty() {
         return Ok(None);
     }

@@ -13,6 +13,16 @@ use sqlx::{FromRow, QueryBuilder, Transaction};
 
 use super::{Backend, BeginWrite, Store, StoreError, format_instant, instant};
 
+/// Claims skip rows about work that is no longer open: the completion that cancelled them may
+/// have committed after they were decided.
+const OPEN_WORK: &str = " AND (assignment_id IS NULL OR assignment_id IN \
+    (SELECT id FROM assignments WHERE status = 'open'))";
+
+/// A fresh claim token: random, so two dispatchers (or two rounds of one) never share one.
+fn new_claim_token() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
 /// Rows per multi-row INSERT.
 const CHUNK: usize = 1000;
 
@@ -110,6 +120,9 @@ pub struct OutboxRow {
     pub created_at: Timestamp,
     /// Delivered at.
     pub sent_at: Option<Timestamp>,
+    /// The claim this row was taken under (set by [`Store::claim`]); outcome writes name it.
+    #[serde(skip)]
+    pub claim: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -128,10 +141,12 @@ struct Row {
     last_error: Option<String>,
     created_at: String,
     sent_at: Option<String>,
+    claim: Option<String>,
 }
 
 const COLUMNS: &str = "id, key, kind, channel, recipient, assignment_id, context, status, \
-    CAST(attempts AS BIGINT) AS attempts, not_before, next_attempt_at, last_error, created_at, sent_at";
+    CAST(attempts AS BIGINT) AS attempts, not_before, next_attempt_at, last_error, created_at, sent_at, \
+    claim";
 
 impl TryFrom<Row> for OutboxRow {
     type Error = StoreError;
@@ -155,6 +170,7 @@ impl TryFrom<Row> for OutboxRow {
             context: r.context,
             attempts: r.attempts,
             last_error: r.last_error,
+            claim: r.claim,
         })
     }
 }
@@ -266,6 +282,7 @@ impl Store {
         kinds: Option<&[&str]>,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let (now, until) = (format_instant(now), format_instant(lease_until));
+        let token = new_claim_token();
         // Kinds are qaloop's own snake_case names, never user input; checked to be sure.
         let kind_filter = match kinds {
             None => String::new(),
@@ -283,32 +300,34 @@ impl Store {
         let rows: Vec<Row> = match &self.backend {
             Backend::Postgres(pool) => {
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
+                    "UPDATE outbox SET claimed_until = $1, claim = $4 WHERE id IN ( \
                        SELECT id FROM outbox WHERE status IN ('pending', 'failed') \
                        AND next_attempt_at <= $2 AND not_before <= $2 \
-                       AND (claimed_until IS NULL OR claimed_until <= $2){kind_filter} \
+                       AND (claimed_until IS NULL OR claimed_until <= $2){kind_filter}{OPEN_WORK} \
                        ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                      RETURNING {COLUMNS}"
                 )))
                 .bind(&until)
                 .bind(&now)
                 .bind(limit)
+                .bind(&token)
                 .fetch_all(pool)
                 .await?
             }
             Backend::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
                 let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
+                    "UPDATE outbox SET claimed_until = $1, claim = $4 WHERE id IN ( \
                        SELECT id FROM outbox WHERE status IN ('pending', 'failed') \
                        AND next_attempt_at <= $2 AND not_before <= $2 \
-                       AND (claimed_until IS NULL OR claimed_until <= $2){kind_filter} \
+                       AND (claimed_until IS NULL OR claimed_until <= $2){kind_filter}{OPEN_WORK} \
                        ORDER BY id LIMIT $3) \
                      RETURNING {COLUMNS}"
                 )))
                 .bind(&until)
                 .bind(&now)
                 .bind(limit)
+                .bind(&token)
                 .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -323,17 +342,49 @@ impl Store {
         Ok(rows)
     }
 
-    /// Records deliveries: one statement (so one commit) for up to a thousand rows, which is
-    /// what lets the dispatcher record a group of sends for the price of one.
-    pub async fn mark_sent(&self, ids: &[i64], now: Timestamp) -> Result<(), StoreError> {
+    /// Extends the lease of every row still held under `claims` to `until`: a dispatcher renews
+    /// while it sends, so a slow relay never outlives the lease of rows it still means to send.
+    pub async fn renew_claims(
+        &self,
+        claims: &[String],
+        until: Timestamp,
+    ) -> Result<(), StoreError> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let until = format_instant(until);
+        on_pool!(self, |pool| {
+            let mut qb = QueryBuilder::new("UPDATE outbox SET claimed_until = ");
+            qb.push_bind(&until)
+                .push(" WHERE status IN ('pending', 'failed') AND claim IN (");
+            let mut list = qb.separated(", ");
+            for claim in claims {
+                list.push_bind(claim);
+            }
+            qb.push(")");
+            qb.build().execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Records deliveries made under `claim`: one statement (so one commit) for up to a thousand
+    /// rows, which is what lets the dispatcher record a group of sends for the price of one.
+    /// Guarded: a row cancelled meanwhile, or re-claimed by another dispatcher, is left alone.
+    pub async fn mark_sent(
+        &self,
+        ids: &[i64],
+        claim: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let at = format_instant(now);
         for chunk in ids.chunks(CHUNK) {
             on_pool!(self, |pool| {
                 let mut qb = QueryBuilder::new("UPDATE outbox SET status = 'sent', sent_at = ");
                 qb.push_bind(&at).push(
                     ", attempts = attempts + 1, claimed_until = NULL, last_error = NULL \
-                     WHERE id IN (",
+                     WHERE status IN ('pending', 'failed') AND claim = ",
                 );
+                qb.push_bind(claim).push(" AND id IN (");
                 let mut list = qb.separated(", ");
                 for id in chunk {
                     list.push_bind(*id);
@@ -345,10 +396,13 @@ impl Store {
         Ok(())
     }
 
-    /// Records a temporary failure; the row is retried at `next_attempt_at`.
+    /// Records a temporary failure under `claim`; the row is retried at `next_attempt_at`.
+    /// Guarded like [`Store::mark_sent`]: a reminder cancelled while it was failing stays
+    /// cancelled.
     pub async fn mark_failed(
         &self,
         id: i64,
+        claim: &str,
         next_attempt_at: Timestamp,
         error: &str,
     ) -> Result<(), StoreError> {
@@ -356,36 +410,46 @@ impl Store {
         on_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE outbox SET status = 'failed', attempts = attempts + 1, next_attempt_at = $1, \
-                 claimed_until = NULL, last_error = $2 WHERE id = $3",
+                 claimed_until = NULL, last_error = $2 \
+                 WHERE id = $3 AND claim = $4 AND status IN ('pending', 'failed')",
             )
             .bind(&next)
             .bind(error)
             .bind(id)
+            .bind(claim)
             .execute(pool)
             .await?;
         });
         Ok(())
     }
 
-    /// Withdraws a row that should no longer be sent (its recipient has left).
-    pub async fn mark_cancelled(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+    /// Withdraws a row held under `claim` that should no longer be sent (its recipient left).
+    pub async fn mark_cancelled(
+        &self,
+        id: i64,
+        claim: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         on_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE outbox SET status = 'cancelled', claimed_until = NULL, last_error = $1 \
-                 WHERE id = $2",
+                 WHERE id = $2 AND claim = $3 AND status IN ('pending', 'failed')",
             )
             .bind(reason)
             .bind(id)
+            .bind(claim)
             .execute(pool)
             .await?;
         });
         Ok(())
     }
 
-    /// Gives up on a row and queues the admin alert about it, in one transaction.
+    /// Gives up on a row held under `claim` and queues the admin alert about it, in one
+    /// transaction — only if the row was still this claim's to give up on.
     pub async fn mark_dead(
         &self,
         id: i64,
+        claim: &str,
         error: &str,
         alert: &[NewOutbox],
         now: Timestamp,
@@ -393,15 +457,19 @@ impl Store {
         let at = format_instant(now);
         on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            sqlx::query(
+            let updated = sqlx::query(
                 "UPDATE outbox SET status = 'dead', attempts = attempts + 1, claimed_until = NULL, \
-                 last_error = $1 WHERE id = $2",
+                 last_error = $1 WHERE id = $2 AND claim = $3 AND status IN ('pending', 'failed')",
             )
             .bind(error)
             .bind(id)
+            .bind(claim)
             .execute(&mut *tx)
-            .await?;
-            insert(&mut tx, alert, &at).await?;
+            .await?
+            .rows_affected();
+            if updated > 0 {
+                insert(&mut tx, alert, &at).await?;
+            }
             tx.commit().await?;
         });
         Ok(())

@@ -4,6 +4,7 @@
 //! Each test binary uses only some of them, hence `dead_code` allowed.
 #![allow(dead_code)]
 
+pub mod notify;
 pub mod org;
 pub mod smtp;
 pub mod store;

@@ -46,6 +46,8 @@ pub struct Options {
     /// For this many messages, read the data and then never answer on that connection again
     /// (a relay that stalls mid-dialogue). The message is not recorded.
     pub stall_after_data: usize,
+    /// Take this long to answer each message's data (a slow relay).
+    pub answer_after: std::time::Duration,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             greeting: 220,
             silent: false,
             stall_after_data: 0,
+            answer_after: std::time::Duration::ZERO,
         }
     }
 }
@@ -450,6 +453,9 @@ impl Session {
         if stall {
             // Hold the connection open and never answer again, until the server is stopped.
             match std::future::pending::<Infallible>().await {}
+        }
+        if !self.shared.options.answer_after.is_zero() {
+            tokio::time::sleep(self.shared.options.answer_after).await;
         }
         self.shared
             .received

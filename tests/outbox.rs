@@ -1,0 +1,175 @@
+//! The outbox's promises with more than one dispatcher, on SQLite and PostgreSQL, through a
+//! real SMTP server on loopback: leases that hold while a slow relay works, and outcome writes
+//! that never overwrite a row someone else changed.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use qaloop::domain::{Actor, Via};
+use qaloop::engine::{complete, import_staff, reconcile};
+use qaloop::notify::settings::NotifyConfig;
+use qaloop::store::OutboxStatus;
+use support::notify::{mail, start};
+use support::org::{at, small_org};
+use support::smtp::{Options, SmtpServer};
+use support::store::TestDb;
+
+both_backends!(
+    two_dispatchers_and_a_slow_relay_send_each_message_once,
+    a_reminder_cancelled_while_it_is_failing_is_never_sent,
+);
+
+/// Work created on Tuesday 1 June 2027 at 09:00 London: new-work notices due at once.
+const MORNING: &str = "2027-06-01T08:00:00Z";
+
+async fn two_dispatchers_and_a_slow_relay_send_each_message_once(db: TestDb) {
+    // Each message takes longer to answer than a lease lasts.
+    let smtp = SmtpServer::start(Options {
+        answer_after: Duration::from_millis(250),
+        ..Options::default()
+    })
+    .await;
+    let config = NotifyConfig::default();
+    let lease = SignedDuration::from_millis(200);
+    let (ctx, first) = start(smtp.port(), &config);
+    let first = first.with_lease(lease);
+    let (_, second) = start(smtp.port(), &config);
+    let second = second.with_lease(lease);
+    let now = at(MORNING);
+    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
+        .await
+        .unwrap();
+    reconcile(&db.store, &ctx, now).await.unwrap();
+    let queued = db
+        .store
+        .outbox(Some(OutboxStatus::Pending), 1000)
+        .await
+        .unwrap()
+        .len();
+    assert!(queued >= 6, "enough to outlive several leases: {queued}");
+    let other = db.second_store().await;
+
+    // The first sends; the second, on its own connection pool, keeps trying to claim meanwhile.
+    let busy = std::sync::atomic::AtomicBool::new(true);
+    let sender = async {
+        first.dispatch(&db.store, now).await.unwrap();
+        busy.store(false, std::sync::atomic::Ordering::SeqCst);
+    };
+    let started = std::time::Instant::now();
+    let rival = async {
+        while busy.load(std::sync::atomic::Ordering::SeqCst) {
+            // The real time since the start, as the daemon's clock would give it.
+            let later = now + SignedDuration::try_from(started.elapsed()).unwrap();
+            second.dispatch(&other, later).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // Without leases that hold, the two steal each other's rows and never finish.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(sender, rival)
+    })
+    .await
+    .expect("both dispatchers finished within a minute");
+
+    let received = mail(&smtp);
+    let mut copies: HashMap<&str, usize> = HashMap::new();
+    for (_, _, id) in &received {
+        *copies.entry(id.as_str()).or_default() += 1;
+    }
+    let doubled: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "sent twice: {doubled:?}");
+    assert_eq!(received.len(), queued, "every message once");
+    let sent = db
+        .store
+        .outbox(Some(OutboxStatus::Sent), 1000)
+        .await
+        .unwrap();
+    assert_eq!(sent.len(), queued);
+}
+
+async fn a_reminder_cancelled_while_it_is_failing_is_never_sent(db: TestDb) {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let (ctx, dispatcher) = start(smtp.port(), &NotifyConfig::default());
+    let now = at(MORNING);
+    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
+        .await
+        .unwrap();
+    reconcile(&db.store, &ctx, now).await.unwrap();
+    let tm1 = |rows: &[qaloop::store::OutboxRow]| -> Vec<i64> {
+        rows.iter()
+            .filter(|r| r.recipient == "TM1")
+            .map(|r| r.id)
+            .collect()
+    };
+
+    // A dispatcher has claimed TM1's notices and is trying to send them to a relay that
+    // answers "452 mailbox full" for now…
+    let claimed = db
+        .store
+        .claim(now, now + SignedDuration::from_mins(5), 1000)
+        .await
+        .unwrap();
+    let mine: Vec<_> = claimed.iter().filter(|r| r.recipient == "TM1").collect();
+    assert!(!mine.is_empty());
+    // …when TM1 completes the work they are about, which cancels them…
+    for row in &mine {
+        if let Some(id) = row.assignment_id {
+            complete(
+                &db.store,
+                &ctx,
+                id,
+                &Actor::new("TM1", Via::Link),
+                None,
+                now,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    // …and only then does the dispatcher record its failures.
+    let retry_at: Timestamp = now + SignedDuration::from_mins(1);
+    for row in &mine {
+        db.store
+            .mark_failed(
+                row.id,
+                row.claim.as_deref().unwrap(),
+                retry_at,
+                "452 mailbox full",
+            )
+            .await
+            .unwrap();
+    }
+
+    let cancelled = db
+        .store
+        .outbox(Some(OutboxStatus::Cancelled), 1000)
+        .await
+        .unwrap();
+    let failed = db
+        .store
+        .outbox(Some(OutboxStatus::Failed), 1000)
+        .await
+        .unwrap();
+    for row in &mine {
+        assert!(
+            tm1(&cancelled).contains(&row.id),
+            "row {} stays cancelled",
+            row.id
+        );
+        assert!(!tm1(&failed).contains(&row.id));
+    }
+    // The relay accepts mail again later: nothing about the completed work goes out.
+    dispatcher
+        .dispatch(&db.store, now + SignedDuration::from_hours(2))
+        .await
+        .unwrap();
+    assert!(
+        !mail(&smtp)
+            .iter()
+            .any(|(to, _, _)| to == "tm1@example-council.test"),
+        "never sent"
+    );
+}
