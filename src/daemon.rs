@@ -34,9 +34,13 @@ use crate::ops::systemd;
 use crate::ops::vitals::{LastPass, Vitals};
 use crate::pass::run_pass;
 use crate::store::Store;
+use crate::store::lease::{Leadership, Lease};
 
 /// How long the loop waits for the scheduler before checking the clock itself.
 const FALLBACK_WAKE: Duration = Duration::from_secs(90);
+
+/// On PostgreSQL, how often a follower checks whether the leader is gone.
+const LEASE_CHECK: Duration = Duration::from_secs(20);
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -260,8 +264,12 @@ pub async fn serve(
             cancel.clone(),
         ));
     }
-    // The loop must wake well inside the watchdog interval even when nothing is due.
-    let fallback = watchdog.map_or(FALLBACK_WAKE, |w| FALLBACK_WAKE.min(w / 3));
+    // The loop must wake well inside the watchdog interval even when nothing is due, and, on
+    // PostgreSQL, often enough for a follower to take over from a dead leader quickly.
+    let mut fallback = watchdog.map_or(FALLBACK_WAKE, |w| FALLBACK_WAKE.min(w / 3));
+    if store.backend_name() == "postgres" {
+        fallback = fallback.min(LEASE_CHECK);
+    }
 
     let mut triggers = Triggers::new(
         live.settings.daemon.every_minutes,
@@ -278,7 +286,10 @@ pub async fn serve(
         "qaloop serve starting"
     );
 
-    run_one(&live, &store, clock.as_ref(), &vitals, "start").await;
+    let mut lease = store.lease();
+    if lead(&mut lease, &vitals).await.leads() {
+        run_one(&live, &store, clock.as_ref(), &vitals, "start").await;
+    }
 
     let ops_state = OpsState {
         store: store.clone(),
@@ -354,7 +365,9 @@ pub async fn serve(
                 staff_mtime = modified(&live.settings.organisation.staff_file);
                 nightly =
                     nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
-                run_one(&live, &store, clock.as_ref(), &vitals, "reload").await;
+                if lead(&mut lease, &vitals).await.leads() {
+                    run_one(&live, &store, clock.as_ref(), &vitals, "reload").await;
+                }
             }
             systemd::ready(&status_line(&store, &vitals).await);
             continue;
@@ -375,11 +388,18 @@ pub async fn serve(
             vitals.busy(false);
         }
         let mtime = modified(&live.settings.organisation.staff_file);
-        if triggers.due(&now, &live.ctx.calendar) {
+        let role = lead(&mut lease, &vitals).await;
+        let due = triggers.due(&now, &live.ctx.calendar);
+        if role == Leadership::Acquired || (due && role.leads()) {
+            let label = if role == Leadership::Acquired {
+                "takeover"
+            } else {
+                label
+            };
             run_one(&live, &store, clock.as_ref(), &vitals, label).await;
             staff_mtime = mtime;
             systemd::status(&status_line(&store, &vitals).await);
-        } else if mtime != staff_mtime {
+        } else if mtime != staff_mtime && role.leads() {
             staff_mtime = mtime;
             run_one(&live, &store, clock.as_ref(), &vitals, "staff-file").await;
             systemd::status(&status_line(&store, &vitals).await);
@@ -401,12 +421,31 @@ pub async fn serve(
     }
     systemd::stopping();
     tracing::info!("shutting down");
+    lease.release().await;
     cancel.cancel();
     tasks.close();
     let _ = scheduler.shutdown().await;
     tasks.wait().await;
     store.close().await;
     Ok(())
+}
+
+/// Checks leadership (always held on SQLite) and logs changes.
+async fn lead(lease: &mut Lease, vitals: &Vitals) -> Leadership {
+    let role = lease.check().await;
+    match role {
+        Leadership::Acquired => {
+            tracing::info!("this node leads (PostgreSQL advisory lock): it runs the passes")
+        }
+        Leadership::Lost => tracing::warn!(
+            "lost the leadership (its lock connection failed): another node runs the passes"
+        ),
+        Leadership::Leader | Leadership::Follower => {}
+    }
+    if vitals.set_leader(role.leads()) && !role.leads() {
+        tracing::info!("another node leads: this one only sends messages");
+    }
+    role
 }
 
 /// One pass at the clock's `now`, recorded in `vitals`; a failure is logged, not fatal.

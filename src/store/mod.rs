@@ -85,6 +85,7 @@ macro_rules! on_pool {
     };
 }
 
+pub mod lease;
 pub mod outbox;
 pub mod stats;
 
