@@ -39,6 +39,56 @@ use crate::store::lease::{Leadership, Lease};
 /// How long the loop waits for the scheduler before checking the clock itself.
 const FALLBACK_WAKE: Duration = Duration::from_secs(90);
 
+/// How often an idle loop looks at the outbox even when nothing it knows of is due: rows queued
+/// by other processes (`qaloop assignments complete`, another node) are sent within this.
+const IDLE_RECHECK: Duration = Duration::from_secs(5 * 60);
+
+/// When the loop next needs to dispatch: the earliest moment a queued message becomes
+/// sendable, read after every pass and dispatch. Between those, wake-ups cost no query.
+#[derive(Debug)]
+struct SendClock {
+    /// The earliest sendable moment known; `None`: the queue was empty.
+    next: Option<jiff::Timestamp>,
+    /// When the outbox was last looked at.
+    checked: std::time::Instant,
+}
+
+impl SendClock {
+    /// Whether to dispatch at `now`: something is due, or the last look is old.
+    fn due(&self, now: jiff::Timestamp) -> bool {
+        dispatch_due(self.next, now, self.checked.elapsed())
+    }
+
+    /// Reads the next sendable moment; on error, dispatches at the next wake.
+    async fn refresh(&mut self, store: &Store) {
+        self.next = match store.next_send_at().await {
+            Ok(next) => next,
+            Err(_) => Some(jiff::Timestamp::MIN),
+        };
+        self.checked = std::time::Instant::now();
+    }
+
+    /// How long the loop may sleep before the next known send (at least a second).
+    fn until_next(&self, now: jiff::Timestamp) -> Option<Duration> {
+        let next = self.next?;
+        let wait = now.duration_until(next);
+        Some(
+            Duration::try_from(wait)
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_secs(1)),
+        )
+    }
+}
+
+/// The rule of [`SendClock::due`], pure for testing.
+fn dispatch_due(
+    next: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+    since_check: Duration,
+) -> bool {
+    next.is_some_and(|t| t <= now) || since_check >= IDLE_RECHECK
+}
+
 /// On PostgreSQL, how often a follower checks whether the leader is gone.
 const LEASE_CHECK: Duration = Duration::from_secs(20);
 
@@ -339,6 +389,11 @@ pub async fn serve(
         .await?;
     scheduler.start().await?;
 
+    let mut sends = SendClock {
+        next: None,
+        checked: std::time::Instant::now(),
+    };
+    sends.refresh(&store).await;
     let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
     let mut staff_mtime = modified(&live.settings.organisation.staff_file);
     tokio::pin!(shutdown);
@@ -348,7 +403,9 @@ pub async fn serve(
             _ = &mut shutdown => break,
             Some(()) = hangup.recv() => "reload",
             Some(()) = wake_rx.recv() => "schedule",
-            _ = tokio::time::sleep(fallback) => {
+            _ = tokio::time::sleep(
+                sends.until_next(clock.now()).map_or(fallback, |d| d.min(fallback))
+            ) => {
                 tracing::debug!("no wake-up from the scheduler; checking the clock");
                 "fallback"
             }
@@ -398,12 +455,18 @@ pub async fn serve(
             };
             run_one(&live, &store, clock.as_ref(), &vitals, label).await;
             staff_mtime = mtime;
+            sends.refresh(&store).await;
             systemd::status(&status_line(&store, &vitals).await);
         } else if mtime != staff_mtime && role.leads() {
             staff_mtime = mtime;
             run_one(&live, &store, clock.as_ref(), &vitals, "staff-file").await;
+            sends.refresh(&store).await;
             systemd::status(&status_line(&store, &vitals).await);
-        } else if let Some(dispatcher) = &live.dispatcher {
+        } else if let Some(dispatcher) = live
+            .dispatcher
+            .as_ref()
+            .filter(|_| sends.due(now.timestamp()))
+        {
             // Between passes: send what working hours released and what is due a retry.
             vitals.busy(true);
             let result = dispatcher
@@ -417,6 +480,7 @@ pub async fn serve(
                     tracing::error!(error = %e, "dispatch failed; will retry at the next wake-up")
                 }
             }
+            sends.refresh(&store).await;
         }
     }
     systemd::stopping();
@@ -634,6 +698,26 @@ mod tests {
             t.last_daily.get(&time(7, 30, 0, 0)),
             Some(&date(2027, 3, 29))
         );
+    }
+
+    #[test]
+    fn an_idle_loop_dispatches_only_when_something_is_due_or_its_last_look_is_old() {
+        let now: jiff::Timestamp = "2027-06-15T09:00:00Z".parse().unwrap();
+        let later: jiff::Timestamp = "2027-06-15T09:30:00Z".parse().unwrap();
+        let minute = Duration::from_secs(60);
+        assert!(!dispatch_due(None, now, minute), "empty queue");
+        assert!(!dispatch_due(Some(later), now, minute), "held until later");
+        assert!(dispatch_due(Some(now), now, minute), "due now");
+        assert!(
+            dispatch_due(None, now, IDLE_RECHECK),
+            "look again now and then"
+        );
+        let clock = SendClock {
+            next: Some(later),
+            checked: std::time::Instant::now(),
+        };
+        assert_eq!(clock.until_next(now), Some(Duration::from_secs(1800)));
+        assert_eq!(clock.until_next(later), Some(Duration::from_secs(1)));
     }
 
     #[test]

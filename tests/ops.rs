@@ -587,6 +587,31 @@ mod in_process {
         );
         assert_eq!(store.last_sent_at().await.unwrap(), None);
         assert_eq!(store.last_backup_at().await.unwrap(), None);
+        assert_eq!(store.next_send_at().await.unwrap(), None, "empty queue");
+
+        // A message held until working hours: the daemon may sleep until then, not poll.
+        let queued = at("2027-06-15T18:30:00Z");
+        let held = qaloop::store::NewOutbox {
+            key: "test:1:2027-06-15:S1:email".into(),
+            kind: "reminder".into(),
+            channel: "email".into(),
+            recipient: "S1".into(),
+            assignment_id: None,
+            context: "{}".into(),
+            not_before: at("2027-06-16T07:00:00Z"),
+            suppressed: false,
+        };
+        store.enqueue(&[held], queued).await.unwrap();
+        assert_eq!(
+            store.next_send_at().await.unwrap(),
+            Some(at("2027-06-16T07:00:00Z"))
+        );
+        assert_eq!(store.outbox_depth().await.unwrap(), 1);
+        let later = at("2027-06-16T09:00:00Z");
+        assert_eq!(
+            store.oldest_due_message(later).await.unwrap(),
+            Some(at("2027-06-16T07:00:00Z"))
+        );
     }
 
     #[tokio::test]
