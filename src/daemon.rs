@@ -6,8 +6,13 @@
 //! ticking (its issue #113) delays nothing by more than a few minutes. All truth — periods, what
 //! exists — lives in the database; catch-up, DST and duplicates are the engine's job.
 //!
-//! **Invariant:** passes run one at a time, in the main loop; a shutdown signal is only acted on
-//! between passes, so the pass in flight always finishes.
+//! Around that: systemd notifications and the watchdog (`ops::systemd`), SIGHUP reloads
+//! (all or nothing), the ops listener, nightly backups, and on PostgreSQL a leader lease so
+//! only one node runs passes. Between passes the loop dispatches only when something is due.
+//!
+//! **Invariant:** passes run one at a time, in the main loop; a shutdown signal lets the pass or
+//! dispatch in flight finish (up to [`SHUTDOWN_GRACE`], inside the unit's `TimeoutStopSec`);
+//! past that it is dropped and its claimed rows are sent again once their lease runs out.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -336,9 +341,21 @@ pub async fn serve(
         "qaloop serve starting"
     );
 
+    tokio::pin!(shutdown);
     let mut lease = store.lease();
-    if lead(&mut lease, &vitals).await.leads() {
-        run_one(&live, &store, clock.as_ref(), &vitals, "start").await;
+    if lead(&mut lease, &vitals).await.leads()
+        && finish_or_stop(
+            run_one(&live, &store, clock.as_ref(), &vitals, "start"),
+            shutdown.as_mut(),
+        )
+        .await
+    {
+        lease.release().await;
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+        store.close().await;
+        return Ok(());
     }
 
     let ops_state = OpsState {
@@ -396,7 +413,6 @@ pub async fn serve(
     sends.refresh(&store).await;
     let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
     let mut staff_mtime = modified(&live.settings.organisation.staff_file);
-    tokio::pin!(shutdown);
     loop {
         let label = tokio::select! {
             biased;
@@ -423,7 +439,10 @@ pub async fn serve(
                 nightly =
                     nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
                 if lead(&mut lease, &vitals).await.leads() {
-                    run_one(&live, &store, clock.as_ref(), &vitals, "reload").await;
+                    let work = run_one(&live, &store, clock.as_ref(), &vitals, "reload");
+                    if finish_or_stop(work, shutdown.as_mut()).await {
+                        break;
+                    }
                 }
             }
             systemd::ready(&status_line(&store, &vitals).await);
@@ -453,13 +472,19 @@ pub async fn serve(
             } else {
                 label
             };
-            run_one(&live, &store, clock.as_ref(), &vitals, label).await;
+            let work = run_one(&live, &store, clock.as_ref(), &vitals, label);
+            if finish_or_stop(work, shutdown.as_mut()).await {
+                break;
+            }
             staff_mtime = mtime;
             sends.refresh(&store).await;
             systemd::status(&status_line(&store, &vitals).await);
         } else if mtime != staff_mtime && role.leads() {
             staff_mtime = mtime;
-            run_one(&live, &store, clock.as_ref(), &vitals, "staff-file").await;
+            let work = run_one(&live, &store, clock.as_ref(), &vitals, "staff-file");
+            if finish_or_stop(work, shutdown.as_mut()).await {
+                break;
+            }
             sends.refresh(&store).await;
             systemd::status(&status_line(&store, &vitals).await);
         } else if let Some(dispatcher) = live
@@ -469,16 +494,23 @@ pub async fn serve(
         {
             // Between passes: send what working hours released and what is due a retry.
             vitals.busy(true);
-            let result = dispatcher
-                .dispatch(&store, now.timestamp())
-                .instrument(tracing::info_span!("dispatch", trigger = label))
-                .await;
-            vitals.busy(false);
-            match result {
-                Ok(_) => vitals.db_answered(),
-                Err(e) => {
-                    tracing::error!(error = %e, "dispatch failed; will retry at the next wake-up")
+            let work = async {
+                match dispatcher
+                    .dispatch(&store, now.timestamp())
+                    .instrument(tracing::info_span!("dispatch", trigger = label))
+                    .await
+                {
+                    Ok(_) => vitals.db_answered(),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "dispatch failed; will retry at the next wake-up"
+                    ),
                 }
+            };
+            let stopping = finish_or_stop(work, shutdown.as_mut()).await;
+            vitals.busy(false);
+            if stopping {
+                break;
             }
             sends.refresh(&store).await;
         }
@@ -492,6 +524,34 @@ pub async fn serve(
     tasks.wait().await;
     store.close().await;
     Ok(())
+}
+
+/// How long a pass or dispatch in flight may go on after SIGTERM: inside the unit's
+/// `TimeoutStopSec=90s`, longer than one SMTP timeout (30 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
+/// Runs `work` to the end, unless `shutdown` completes first: then `work` gets
+/// [`SHUTDOWN_GRACE`] to finish (sends in flight complete and are recorded) before it is
+/// dropped. A dropped dispatch loses nothing: its claimed rows are sent again once their lease
+/// runs out, at most once more each. Returns whether shutdown was asked for; `shutdown` is not
+/// polled again after it completed.
+async fn finish_or_stop(
+    work: impl Future<Output = ()>,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        () = &mut work => false,
+        () = &mut shutdown => {
+            systemd::stopping();
+            tracing::info!(grace_s = SHUTDOWN_GRACE.as_secs(), "stopping: letting the work in flight finish");
+            if tokio::time::timeout(SHUTDOWN_GRACE, work).await.is_err() {
+                tracing::warn!("stopping: work in flight cut short; unrecorded sends go again after their lease");
+            }
+            true
+        }
+    }
 }
 
 /// Checks leadership (always held on SQLite) and logs changes.
@@ -718,6 +778,37 @@ mod tests {
         };
         assert_eq!(clock.until_next(now), Some(Duration::from_secs(1800)));
         assert_eq!(clock.until_next(later), Some(Duration::from_secs(1)));
+    }
+
+    #[tokio::test]
+    async fn work_in_flight_finishes_when_shutdown_comes_and_runs_on_without_it() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // No shutdown: the work runs to its end.
+        let never = std::future::pending::<()>();
+        tokio::pin!(never);
+        assert!(!finish_or_stop(async {}, never.as_mut()).await);
+
+        // Shutdown already asked for: the work in flight still finishes (within the grace).
+        let done = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let work = {
+            let done = done.clone();
+            async move {
+                let _ = rx.await;
+                done.store(true, Ordering::SeqCst);
+            }
+        };
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            let _ = tx.send(());
+        });
+        let now = std::future::ready(());
+        tokio::pin!(now);
+        assert!(finish_or_stop(work, now.as_mut()).await);
+        assert!(
+            done.load(Ordering::SeqCst),
+            "the work in flight was cut short"
+        );
     }
 
     #[test]
