@@ -11,7 +11,7 @@
 //! only one node runs passes. Between passes the loop dispatches only when something is due.
 //!
 //! **Invariant:** passes run one at a time, in the main loop; a shutdown signal lets the pass or
-//! dispatch in flight finish (up to [`SHUTDOWN_GRACE`], inside the unit's `TimeoutStopSec`);
+//! dispatch in flight finish (up to `SHUTDOWN_GRACE`, 60 s, inside the unit's `TimeoutStopSec`);
 //! past that it is dropped and its claimed rows are sent again once their lease runs out.
 
 use std::collections::HashMap;
@@ -286,7 +286,7 @@ struct Live {
 
 /// Runs the daemon until `shutdown` completes: a catch-up pass at start, then passes whenever
 /// [`Triggers`] says, and whenever the staff file changes. SIGHUP reloads the configuration
-/// (see [`reload`]); systemd hears `READY=1` once the first pass is done, `STATUS=` after each
+/// (see `reload`); systemd hears `READY=1` once the first pass is done, `STATUS=` after each
 /// pass, and `WATCHDOG=1` while the loop and the database are alive.
 pub async fn serve(
     settings: Settings,
