@@ -511,6 +511,7 @@ fn message(templates: &Templates, channel: ChannelKind, i: usize) -> anyhow::Res
             summary: format!("Due: {} ({})", item.title, item.period),
             url: Some(item.link.clone()),
         }),
+        composed_at: jiff::Timestamp::now(),
     })
 }
 

@@ -34,11 +34,12 @@ use jiff::civil::{Date, date};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 use qaloop::calendar::Calendar;
+use qaloop::domain::NewAssignment;
 use qaloop::engine::plan::plan_window;
 use qaloop::engine::{Context, import_staff, reconcile};
 use qaloop::org::{Org, Person, StaffRecord};
 use qaloop::schedule::{FinancialYear, Schedule};
-use qaloop::store::{NewAssignment, Store, format_instant};
+use qaloop::store::{Store, format_instant};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -634,7 +635,7 @@ fn context() -> Result<Context, BoxError> {
         "england-and-wales",
     )?;
     Ok(Context {
-        router: None,
+        announcer: None,
         schedule,
         calendar,
         tz: TimeZone::get("Europe/London")?,
@@ -674,7 +675,7 @@ where
                 .push_bind(r.period_start.to_string())
                 .push_bind(r.period_end.to_string())
                 .push_bind(r.slot.clone())
-                .push_bind(r.assignee.clone())
+                .push_bind(r.assignee.to_string())
                 .push_bind(r.subject.clone().unwrap_or_default())
                 .push_bind(r.trigger_id)
                 .push_bind(r.due.to_string())

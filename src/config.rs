@@ -32,6 +32,9 @@ pub struct Settings {
     /// Ways of reaching people: `[[channels]]`.
     #[serde(default)]
     pub channels: Vec<crate::notify::ChannelSettings>,
+    /// Urgent concerns: who is alerted and how insistently.
+    #[serde(default)]
+    pub urgent: crate::domain::UrgentSettings,
     /// The health and metrics listener.
     #[serde(default)]
     pub ops: crate::ops::settings::OpsSettings,

@@ -487,24 +487,36 @@ pub async fn serve(
             }
             sends.refresh(&store).await;
             systemd::status(&status_line(&store, &vitals).await);
-        } else if let Some(dispatcher) = live
-            .dispatcher
-            .as_ref()
-            .filter(|_| sends.due(now.timestamp()))
-        {
-            // Between passes: send what working hours released and what is due a retry.
+        } else {
+            // Between passes: urgent alerts that fell due (one cheap read when there are none),
+            // then, only when something can be sent, what is ready: urgent alerts at any hour,
+            // what working hours released, what is due a retry.
             vitals.busy(true);
+            let send_due = sends.due(now.timestamp());
+            let mut dispatched = false;
             let work = async {
-                match dispatcher
-                    .dispatch(&store, now.timestamp())
-                    .instrument(tracing::info_span!("dispatch", trigger = label))
-                    .await
+                match crate::pass::between_passes(
+                    &store,
+                    &live.settings,
+                    &live.ctx,
+                    live.dispatcher.as_ref(),
+                    now.timestamp(),
+                    send_due,
+                )
+                .instrument(tracing::info_span!("dispatch", trigger = label))
+                .await
                 {
-                    Ok(_) => vitals.db_answered(),
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "dispatch failed; will retry at the next wake-up"
-                    ),
+                    Ok(sent) => {
+                        vitals.db_answered();
+                        dispatched = sent;
+                    }
+                    Err(e) => {
+                        dispatched = true;
+                        tracing::error!(
+                            error = %e,
+                            "dispatch failed; will retry at the next wake-up"
+                        )
+                    }
                 }
             };
             let stopping = finish_or_stop(work, shutdown.as_mut()).await;
@@ -512,7 +524,9 @@ pub async fn serve(
             if stopping {
                 break;
             }
-            sends.refresh(&store).await;
+            if dispatched {
+                sends.refresh(&store).await;
+            }
         }
     }
     systemd::stopping();

@@ -43,7 +43,8 @@ pub fn load_context(settings: &Settings) -> Result<Context, Problems> {
             fy: FinancialYear::starting_in(settings.organisation.financial_year_start_month)
                 .expect("validated at load"),
             start_date: settings.schedule.start_date,
-            router: router(settings)?,
+            announcer: router(settings)?
+                .map(|r| std::sync::Arc::new(r) as std::sync::Arc<dyn crate::engine::Announcer>),
         }),
         _ => Err(problems),
     }

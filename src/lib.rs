@@ -7,6 +7,7 @@
 //! - [`calendar`]: working days and bank holidays (pure).
 //! - [`schedule`]: activities, cadences, periods, due rules (pure).
 //! - [`org`]: staff, roles, line management, the staff CSV (pure).
+//! - [`domain`]: assignments, who holds them, who may act on them (pure).
 //! - [`engine`]: plan (pure) and reconcile (plan + store).
 //! - [`store`]: SQLite and PostgreSQL behind one type; the only module that writes SQL.
 //! - [`cli`]: the `qaloop` commands; [`daemon`]: `qaloop serve`.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod domain;
 pub mod engine;
 pub mod inputs;
 pub mod notify;

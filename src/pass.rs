@@ -25,6 +25,8 @@ pub struct PassReport {
     pub reconcile: ReconcileReport,
     /// Today's notification decision.
     pub notices: crate::notify::daily::DecisionReport,
+    /// Urgent-concern alerts queued.
+    pub urgent: u64,
     /// What was sent, when notifications are configured.
     pub dispatch: Option<crate::notify::dispatcher::DispatchReport>,
 }
@@ -90,6 +92,7 @@ pub async fn run_pass(
     }
     let reconcile = reconcile(store, ctx, now).await?;
     let notices = crate::notify::daily::decide(store, ctx, now).await?;
+    let urgent = crate::notify::urgent::decide(store, ctx, &settings.urgent, now).await?;
     let dispatch = match dispatcher {
         Some(d) => Some(d.dispatch(store, now).await?),
         None => None,
@@ -99,6 +102,29 @@ pub async fn run_pass(
         staff_problems,
         reconcile,
         notices,
+        urgent,
         dispatch,
     })
+}
+
+/// What the daemon does at every wake-up between passes (once a minute): queue the urgent
+/// alerts that fell due, then — when `send_due` (the daemon knows a queued message is
+/// sendable) or urgent alerts were just queued — send what is ready: urgent alerts at any
+/// hour, what working hours released, what is due a retry. Returns whether it dispatched.
+pub async fn between_passes(
+    store: &Store,
+    settings: &Settings,
+    ctx: &Context,
+    dispatcher: Option<&crate::notify::dispatcher::Dispatcher>,
+    now: Timestamp,
+    send_due: bool,
+) -> Result<bool, StoreError> {
+    let queued = crate::notify::urgent::decide(store, ctx, &settings.urgent, now).await?;
+    match dispatcher {
+        Some(dispatcher) if send_due || queued > 0 => {
+            dispatcher.dispatch(store, now).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }

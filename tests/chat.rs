@@ -3,11 +3,9 @@
 //! Nothing here talks to anything but 127.0.0.1.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use qaloop::clock::FixedClock;
 use qaloop::notify::chat::{
     SignedWebhookSettings, WebhookChannel, WebhookSettings, http_client, verify,
 };
@@ -43,6 +41,7 @@ fn message() -> Message {
             summary: "Case file audit".into(),
             url: None,
         }),
+        composed_at: jiff::Timestamp::from_second(1_780_000_000).unwrap(),
     }
 }
 
@@ -214,10 +213,13 @@ async fn google_chat_posts_a_card_with_a_text_fallback() {
 async fn generic_webhook_is_signed_and_carries_only_the_documented_fields() {
     let server = server_answering(ResponseTemplate::new(204)).await;
     let now: Timestamp = "2025-03-03T09:00:00Z".parse().unwrap();
-    let channel =
-        channel("webhook", &hook_url(&server), 5).with_clock(Arc::new(FixedClock::new(now)));
+    let channel = channel("webhook", &hook_url(&server), 5);
+    let message = Message {
+        composed_at: now,
+        ..message()
+    };
 
-    let result = channel.deliver(&message()).await;
+    let result = channel.deliver(&message).await;
 
     assert_eq!(result, Ok(()));
     let request = only_request(&server).await;

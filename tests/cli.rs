@@ -587,3 +587,91 @@ fn a_preferences_file_is_read_and_its_mistakes_named() {
     assert!(err.contains("preferences.toml: line 3"), "{err}");
     assert!(err.contains("daily_digets"), "{err}");
 }
+
+#[test]
+fn actions_are_raised_tracked_and_exported_safely_from_the_command_line() {
+    let s = Setup::new();
+    let tick = s.run(&["tick", "--now", "2027-05-04T07:30:00Z"]);
+    assert!(tick.status.success(), "{}", stderr(&tick));
+    let now = ["--now", "2027-05-10T10:00:00Z"];
+
+    // A team manager raises an action for their practitioner; a description that looks like a
+    // spreadsheet formula is stored as typed and exported as text.
+    let add = s.run(
+        &[
+            &[
+                "actions",
+                "add",
+                "--description",
+                "=HYPERLINK(\"x\")",
+                "--owner",
+                "S0008",
+            ],
+            &["--by", "S0007", "--due", "2027-05-28"][..],
+            &now[..],
+        ]
+        .concat(),
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+    assert!(stdout(&add).contains("action 1 raised for S0008, due 2027-05-28"));
+
+    let bad = s.run(
+        &[
+            &[
+                "actions",
+                "add",
+                "--description",
+                "x",
+                "--owner",
+                "NOBODY",
+                "--by",
+                "S0007",
+            ][..],
+            &now[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(bad.status.code(), Some(65), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("`NOBODY` is not a current member of staff"));
+
+    let csv = s.run(&[&["actions", "list", "--format", "csv"][..], &now[..]].concat());
+    let text = stdout(&csv);
+    assert!(text.contains("'=HYPERLINK"), "{text}");
+    assert!(text.contains("Early Help"), "the owner's service: {text}");
+
+    // The owner may not verify; the raiser may, once it is done.
+    let done = s.run(
+        &[
+            &["actions", "done", "1", "--by", "S0008", "--note", "Updated"][..],
+            &now[..],
+        ]
+        .concat(),
+    );
+    assert!(done.status.success(), "{}", stderr(&done));
+    let own = s.run(
+        &[
+            &["actions", "verify", "1", "--by", "S0008", "--note", "ok"][..],
+            &now[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(own.status.code(), Some(77), "{}", stderr(&own));
+    let verify = s.run(
+        &[
+            &["actions", "verify", "1", "--by", "S0007", "--note", "Seen"][..],
+            &now[..],
+        ]
+        .concat(),
+    );
+    assert!(
+        stdout(&verify).contains("action 1 is now verified"),
+        "{}",
+        stderr(&verify)
+    );
+
+    let history = s.run(&["actions", "history", "1", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
+    let events: Vec<&str> = rows.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["raised", "done", "verified"]);
+    assert!(rows.iter().all(|r| r["via"] == "cli"));
+}

@@ -28,6 +28,7 @@ fn message(key: &str) -> Message {
         html: "<p>Your case file audit is due on <b>31 March</b>.</p>".to_owned(),
         link: Some("https://qa.example/work/7".to_owned()),
         calendar: None,
+        composed_at: jiff::Timestamp::from_second(1_780_000_000).unwrap(),
     }
 }
 

@@ -3,10 +3,16 @@
 mod support;
 
 use jiff::civil::date;
-use qaloop::engine::{CompleteError, complete, import_staff, reconcile};
-use qaloop::store::{AssignmentFilter, Status, Store};
+use qaloop::domain::{Actor, Refusal, Status, Via};
+use qaloop::engine::{CompleteError, cancel, complete, import_staff, reassign, reconcile};
+use qaloop::store::{AssignmentFilter, Store};
 use support::org::{at, context, person, small_org};
 use support::store::TestDb;
+
+/// Someone acting through the CLI.
+fn cli(staff_id: &str) -> Actor {
+    Actor::new(staff_id, Via::Cli)
+}
 
 /// Imports the small organisation at `now`.
 async fn import(store: &Store, records: &[qaloop::org::StaffRecord], now: &str) {
@@ -17,14 +23,14 @@ async fn import(store: &Store, records: &[qaloop::org::StaffRecord], now: &str) 
         .unwrap();
 }
 
-async fn all(store: &Store) -> Vec<qaloop::store::Assignment> {
+async fn all(store: &Store) -> Vec<qaloop::domain::Assignment> {
     store
         .assignments(&AssignmentFilter::default())
         .await
         .unwrap()
 }
 
-fn keys(rows: &[qaloop::store::Assignment]) -> Vec<(String, String, String)> {
+fn keys(rows: &[qaloop::domain::Assignment]) -> Vec<(String, String, String)> {
     let mut k: Vec<_> = rows
         .iter()
         .map(|a| {
@@ -52,7 +58,163 @@ both_backends!(
     a_year_of_daily_ticks_creates_exactly_the_schedule,
     history_is_append_only,
     work_created_late_for_a_leaver_goes_to_their_manager_with_a_reason,
+    reassign_and_cancel_follow_the_rules_and_record_who_and_how,
+    concurrent_staff_imports_apply_each_change_once,
 );
+
+async fn concurrent_staff_imports_apply_each_change_once(db: TestDb) {
+    // Three `tick`s started together on a new database, each with its own connection pool.
+    let ctx = context();
+    let (second, third) = (db.second_store().await, db.second_store().await);
+    let now = at("2027-06-01T06:00:00Z");
+    let today = ctx.today(now);
+    let staff = small_org();
+    let (a, b, c) = tokio::join!(
+        import_staff(&db.store, &ctx, &staff, "tick-1", today, now),
+        import_staff(&second, &ctx, &staff, "tick-2", today, now),
+        import_staff(&third, &ctx, &staff, "tick-3", today, now),
+    );
+    let joined: usize = [a, b, c]
+        .into_iter()
+        .map(|report| report.unwrap().joined.len())
+        .sum();
+    assert_eq!(
+        joined,
+        staff.len(),
+        "each person joined once, by one of them"
+    );
+
+    let history = db.store.staff_history().await.unwrap();
+    assert_eq!(
+        history.len(),
+        staff.len(),
+        "one history row each: {history:?}"
+    );
+    assert!(history.iter().all(|(_, event, _, _)| event == "joined"));
+
+    // A leaver imported twice at once moves their work once.
+    reconcile(&db.store, &ctx, at("2027-06-01T07:00:00Z"))
+        .await
+        .unwrap();
+    let without_tm2: Vec<_> = staff.into_iter().filter(|p| p.staff_id != "TM2").collect();
+    let later = at("2027-06-10T06:00:00Z");
+    let (a, b) = tokio::join!(
+        import_staff(
+            &db.store,
+            &ctx,
+            &without_tm2,
+            "tick-1",
+            ctx.today(later),
+            later
+        ),
+        import_staff(
+            &second,
+            &ctx,
+            &without_tm2,
+            "tick-2",
+            ctx.today(later),
+            later
+        ),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.left.len() + b.left.len(), 1);
+    assert_eq!(
+        a.reassigned.len() + b.reassigned.len(),
+        all(&db.store)
+            .await
+            .iter()
+            .filter(|x| x.slot == "TM2")
+            .count(),
+        "TM2's work moved once"
+    );
+}
+
+async fn reassign_and_cancel_follow_the_rules_and_record_who_and_how(db: TestDb) {
+    let ctx = context();
+    import(&db.store, &small_org(), "2027-06-01T06:00:00Z").await;
+    reconcile(&db.store, &ctx, at("2027-06-01T07:00:00Z"))
+        .await
+        .unwrap();
+    let audit = all(&db.store)
+        .await
+        .into_iter()
+        .find(|a| a.activity_id == "file-audit" && a.assignee == "TM1")
+        .unwrap();
+    let now = at("2027-06-10T10:00:00Z");
+
+    // A peer may not take it; nobody can be given work who is not on the staff list.
+    let peer = reassign(&db.store, &ctx, audit.id, "TM2", &cli("TM2"), now).await;
+    assert!(
+        matches!(
+            peer,
+            Err(CompleteError::Refused(Refusal::NotAllowed { .. }))
+        ),
+        "{peer:?}"
+    );
+    let ghost = reassign(&db.store, &ctx, audit.id, "GHOST", &cli("SL1"), now).await;
+    assert!(
+        matches!(
+            ghost,
+            Err(CompleteError::Refused(Refusal::UnknownPerson(_)))
+        ),
+        "{ghost:?}"
+    );
+
+    // The line manager moves it to a peer; only an admin may cancel it.
+    let moved = reassign(&db.store, &ctx, audit.id, "TM2", &cli("SL1"), now)
+        .await
+        .unwrap();
+    assert_eq!(moved.assignee, "TM2");
+    assert_eq!(moved.slot, "TM1", "the slot never changes");
+    let not_admin = cancel(
+        &db.store,
+        &ctx,
+        audit.id,
+        &cli("SL1"),
+        "no longer needed",
+        now,
+    )
+    .await;
+    assert!(matches!(
+        not_admin,
+        Err(CompleteError::Refused(Refusal::NotAllowed { .. }))
+    ));
+    let cancelled = cancel(&db.store, &ctx, audit.id, &cli("QA"), "case closed", now)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, Status::Cancelled);
+    let again = cancel(&db.store, &ctx, audit.id, &cli("QA"), "twice", now).await;
+    assert!(matches!(
+        again,
+        Err(CompleteError::Refused(Refusal::NotOpen { .. }))
+    ));
+
+    let history = db.store.history(audit.id).await.unwrap();
+    let lines: Vec<(&str, &str, Via)> = history
+        .iter()
+        .map(|h| (h.event.as_str(), h.actor.as_str(), h.via))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("created", "system:reconcile", Via::System),
+            ("reassigned", "SL1", Via::Cli),
+            ("cancelled", "QA", Via::Cli),
+        ]
+    );
+    assert_eq!(history[1].detail, "from TM1 to TM2");
+
+    // Reconcile does not recreate moved or cancelled work.
+    reconcile(&db.store, &ctx, at("2027-06-11T07:00:00Z"))
+        .await
+        .unwrap();
+    let audits = all(&db.store)
+        .await
+        .into_iter()
+        .filter(|a| a.activity_id == "file-audit" && a.period_label == "2027-06")
+        .count();
+    assert_eq!(audits, 2);
+}
 
 async fn reconcile_is_idempotent(db: TestDb) {
     let ctx = context();
@@ -249,7 +411,7 @@ async fn leavers_work_moves_up_and_starters_wait_for_the_next_period(db: TestDb)
     );
     let moved = db.store.assignment(report.reassigned[0].0).await.unwrap();
     assert_eq!(
-        (moved.slot.as_str(), moved.assignee.as_str()),
+        (moved.slot.as_str(), moved.assignee.to_string().as_str()),
         ("TM2", "SL1")
     );
     let history = db.store.history(moved.id).await.unwrap();
@@ -270,7 +432,7 @@ async fn leavers_work_moves_up_and_starters_wait_for_the_next_period(db: TestDb)
         .await
         .into_iter()
         .filter(|a| a.activity_id == "file-audit")
-        .map(|a| (a.period_label, a.assignee))
+        .map(|a| (a.period_label, a.assignee.to_string()))
         .collect();
     assert!(!audits.contains(&("2027-06".into(), "TM3".into())));
     assert!(audits.contains(&("2027-07".into(), "TM3".into())));
@@ -299,7 +461,7 @@ async fn completing_a_file_audit_creates_its_moderation(db: TestDb) {
         &db.store,
         &ctx,
         audit.id,
-        "TM1",
+        &cli("TM1"),
         Some("graded good"),
         at("2026-12-21T15:00:00Z"),
     )
@@ -326,17 +488,17 @@ async fn completing_a_file_audit_creates_its_moderation(db: TestDb) {
         &db.store,
         &ctx,
         audit.id,
-        "TM1",
+        &cli("TM1"),
         None,
         at("2026-12-21T15:05:00Z"),
     )
     .await;
     assert!(matches!(
         again,
-        Err(CompleteError::NotOpen {
+        Err(CompleteError::Refused(Refusal::NotOpen {
             status: Status::Done,
             ..
-        })
+        }))
     ));
     reconcile(&db.store, &ctx, at("2026-12-22T07:00:00Z"))
         .await
@@ -365,33 +527,65 @@ async fn only_the_right_people_may_complete(db: TestDb) {
     let now = at("2027-06-10T10:00:00Z");
 
     // A peer may not; a practitioner may not; someone unknown may not.
-    let peer = complete(&db.store, &ctx, find("file-audit", "TM1"), "TM2", None, now).await;
-    assert!(
-        matches!(peer, Err(CompleteError::NotAllowed { .. })),
-        "{peer:?}"
-    );
-    let junior = complete(&db.store, &ctx, find("file-audit", "TM1"), "P1", None, now).await;
-    assert!(matches!(junior, Err(CompleteError::NotAllowed { .. })));
-    let stranger = complete(
+    let peer = complete(
         &db.store,
         &ctx,
         find("file-audit", "TM1"),
-        "NOBODY",
+        &cli("TM2"),
         None,
         now,
     )
     .await;
-    assert!(matches!(stranger, Err(CompleteError::UnknownPerson(_))));
+    assert!(
+        matches!(
+            peer,
+            Err(CompleteError::Refused(Refusal::NotAllowed { .. }))
+        ),
+        "{peer:?}"
+    );
+    let junior = complete(
+        &db.store,
+        &ctx,
+        find("file-audit", "TM1"),
+        &cli("P1"),
+        None,
+        now,
+    )
+    .await;
+    assert!(matches!(
+        junior,
+        Err(CompleteError::Refused(Refusal::NotAllowed { .. }))
+    ));
+    let stranger = complete(
+        &db.store,
+        &ctx,
+        find("file-audit", "TM1"),
+        &cli("NOBODY"),
+        None,
+        now,
+    )
+    .await;
+    assert!(matches!(
+        stranger,
+        Err(CompleteError::Refused(Refusal::UnknownPerson(_)))
+    ));
 
     // The manager's manager may; a QA admin may; any holder of a role may complete role work.
-    complete(&db.store, &ctx, find("file-audit", "TM1"), "HOS", None, now)
-        .await
-        .unwrap();
+    complete(
+        &db.store,
+        &ctx,
+        find("file-audit", "TM1"),
+        &cli("HOS"),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
     complete(
         &db.store,
         &ctx,
         find("direct-observation", "TM2"),
-        "QA",
+        &cli("QA"),
         None,
         now,
     )
@@ -401,7 +595,7 @@ async fn only_the_right_people_may_complete(db: TestDb) {
         &db.store,
         &ctx,
         find("performance-data", "role:performance_unit"),
-        "PU",
+        &cli("PU"),
         None,
         now,
     )
@@ -411,12 +605,15 @@ async fn only_the_right_people_may_complete(db: TestDb) {
         &db.store,
         &ctx,
         find("complaints-report", "role:directorate_lead"),
-        "PU",
+        &cli("PU"),
         None,
         now,
     )
     .await;
-    assert!(matches!(not_holder, Err(CompleteError::NotAllowed { .. })));
+    assert!(matches!(
+        not_holder,
+        Err(CompleteError::Refused(Refusal::NotAllowed { .. }))
+    ));
 }
 
 async fn periods_open_at_local_midnight_across_clock_changes(db: TestDb) {
@@ -426,9 +623,9 @@ async fn periods_open_at_local_midnight_across_clock_changes(db: TestDb) {
         .await
         .unwrap();
     let april =
-        |rows: &[qaloop::store::Assignment]| rows.iter().any(|a| a.period_label == "2027-04");
+        |rows: &[qaloop::domain::Assignment]| rows.iter().any(|a| a.period_label == "2027-04");
     let november =
-        |rows: &[qaloop::store::Assignment]| rows.iter().any(|a| a.period_label == "2027-11");
+        |rows: &[qaloop::domain::Assignment]| rows.iter().any(|a| a.period_label == "2027-11");
 
     // 1 April 2027 is in BST (clocks went forward 28 March): midnight local is 23:00 UTC.
     reconcile(&db.store, &ctx, at("2027-03-31T22:59:59Z"))

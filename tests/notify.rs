@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use jiff::civil::{Date, date};
 use jiff::{Timestamp, ToSpan};
+use qaloop::domain::{Actor, Assignee, Status, Via};
 use qaloop::engine::{Context, complete, import_staff, reconcile};
 use qaloop::notify::dispatcher::{Dispatcher, RetryPolicy};
 use qaloop::notify::router::Router;
 use qaloop::notify::settings::NotifyConfig;
 use qaloop::notify::templates::Templates;
 use qaloop::notify::{Channel, ChannelSettings};
-use qaloop::store::{AssignmentFilter, OutboxStatus, Status};
+use qaloop::store::{AssignmentFilter, OutboxStatus};
 use support::org::{at, context, small_org};
 use support::smtp::{Options, SmtpServer};
 use support::store::TestDb;
@@ -40,13 +41,13 @@ async fn harness(db: TestDb, options: Options, config: NotifyConfig, start: Date
     let settings = smtp_channel(smtp.port());
     let mut ctx = context();
     ctx.start_date = Some(start);
-    ctx.router = Some(Router::new(
+    ctx.announcer = Some(Arc::new(Router::new(
         &config,
         std::slice::from_ref(&settings),
         "Example Council",
         ctx.tz.clone(),
         vec![],
-    ));
+    )));
     let ChannelSettings::Email(email) = &settings else {
         unreachable!()
     };
@@ -177,7 +178,7 @@ async fn a_year_of_notifications_matches_the_schedule_exactly(db: TestDb) {
                     h.db.store
                         .assignments(&AssignmentFilter {
                             statuses: vec![Status::Open],
-                            assignees: vec!["TM1".into()],
+                            assignees: vec![Assignee::person("TM1")],
                             activity_id: Some("file-audit".into()),
                             ..Default::default()
                         })
@@ -187,9 +188,16 @@ async fn a_year_of_notifications_matches_the_schedule_exactly(db: TestDb) {
                     .iter()
                     .filter(|a| cal.nth_working_day_before(a.due, 5) == day)
                 {
-                    complete(&h.db.store, &h.ctx, a.id, "TM1", None, h.local(day, 12))
-                        .await
-                        .unwrap();
+                    complete(
+                        &h.db.store,
+                        &h.ctx,
+                        a.id,
+                        &Actor::new("TM1", Via::Cli),
+                        None,
+                        h.local(day, 12),
+                    )
+                    .await
+                    .unwrap();
                 }
             }
         }
@@ -442,6 +450,7 @@ async fn a_crash_between_sending_and_recording_duplicates_at_most_once(db: TestD
         html: "<p>h</p>".into(),
         link: None,
         calendar: None,
+        composed_at: jiff::Timestamp::from_second(1_780_000_000).unwrap(),
     };
     channel.deliver(&message).await.unwrap();
 
@@ -491,7 +500,7 @@ async fn completing_or_reassigning_work_cancels_its_pending_notices(db: TestDb) 
         &h.db.store,
         &h.ctx,
         id,
-        "TM1",
+        &Actor::new("TM1", Via::Cli),
         None,
         h.local(date(2027, 5, 1), 10),
     )
@@ -573,13 +582,13 @@ async fn webhook_rate_limits_and_errors_are_retried_as_the_peer_asks(db: TestDb)
         toml::from_str("[[routes]]\nkinds = [\"*\"]\nchannels = [\"team-slack\"]\n").unwrap();
     let mut ctx = context();
     ctx.start_date = Some(date(2027, 5, 1));
-    ctx.router = Some(Router::new(
+    ctx.announcer = Some(Arc::new(Router::new(
         &config,
         std::slice::from_ref(&settings),
         "Example Council",
         ctx.tz.clone(),
         vec![],
-    ));
+    )));
     let channel: Arc<dyn Channel> = Arc::new(
         qaloop::notify::chat::WebhookChannel::from_settings(&settings, std::path::Path::new("."))
             .unwrap()

@@ -9,6 +9,8 @@ macro_rules! out {
     };
 }
 
+pub mod actions;
+pub mod concerns;
 pub mod output;
 
 use std::io::Write as _;
@@ -21,12 +23,13 @@ use jiff::civil::Date;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{LogFormat, Settings, resolve_path};
-use crate::engine::plan::{plan_window, role_assignee};
-use crate::engine::{CompleteError, Context, complete, import_staff};
+use crate::domain::{Actor, Assignee, Refusal, Status, Via};
+use crate::engine::plan::plan_window;
+use crate::engine::{CompleteError, Context, cancel, complete, import_staff, reassign};
 use crate::inputs::{load_context, load_staff, warnings};
 use crate::org::Org;
 use crate::problem::Problems;
-use crate::store::{AssignmentFilter, Status, Store};
+use crate::store::{AssignmentFilter, Store};
 use output::{AssignmentView, Format, PlanView, print};
 
 /// Exit codes (sysexits.h).
@@ -97,6 +100,18 @@ pub enum Command {
         /// What to do with assignments.
         #[command(subcommand)]
         command: AssignmentsCommand,
+    },
+    /// Actions raised by audits: the closing-the-loop tracker.
+    Actions {
+        /// What to do with actions.
+        #[command(subcommand)]
+        command: actions::ActionsCommand,
+    },
+    /// Urgent and health concerns recorded in audits.
+    Concerns {
+        /// What to do with concerns.
+        #[command(subcommand)]
+        command: concerns::ConcernsCommand,
     },
     /// Run the daemon.
     Serve,
@@ -395,6 +410,8 @@ async fn run(cli: Cli) -> Outcome {
         Command::Plan { from, to, format } => plan(config, from, to, format),
         Command::Tick { now } => tick(config, now_or_clock(now)).await,
         Command::Assignments { command } => assignments(config, command).await,
+        Command::Actions { command } => actions::run(config, command).await,
+        Command::Concerns { command } => concerns::run(config, command).await,
         Command::Outbox { command } => outbox(config, command).await,
         Command::Notify {
             command: NotifyCommand::Test { to, channel },
@@ -729,6 +746,16 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
     Ok(())
 }
 
+/// The exit code and message for a refused or failed change to an assignment.
+fn change_failure(error: CompleteError) -> Failure {
+    let code = match &error {
+        CompleteError::Refused(Refusal::NotAllowed { .. }) => exit::NOPERM,
+        CompleteError::Refused(Refusal::UnknownPerson(_)) => exit::DATAERR,
+        _ => exit::FAILURE,
+    };
+    Failure::new(code, error.to_string())
+}
+
 async fn assignments(config: Option<&std::path::Path>, command: AssignmentsCommand) -> Outcome {
     let loaded = load(config, "warn")?;
     let store = open_store(&loaded.settings).await?;
@@ -761,8 +788,8 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
                         format!("no member of staff has id `{person}`"),
                     ));
                 };
-                filter.assignees = std::iter::once(person.clone())
-                    .chain(p.record.roles.iter().map(|r| role_assignee(r)))
+                filter.assignees = std::iter::once(Assignee::person(&person))
+                    .chain(p.record.roles.iter().map(Assignee::role))
                     .collect();
             }
             let rows: Vec<AssignmentView> = store
@@ -781,77 +808,29 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
             Ok(())
         }
         AssignmentsCommand::Complete { id, by, note, now } => {
-            let now = now_or_clock(now);
-            match complete(&store, ctx, id, &by, note.as_deref(), now).await {
-                Ok((a, triggered)) => {
-                    out!(
-                        "assignment {} ({} {}) completed by {by}",
-                        a.id,
-                        a.activity_id,
-                        a.period_label
-                    );
-                    for t in triggered {
-                        out!("  created assignment {t}");
-                    }
-                    Ok(())
-                }
-                Err(e) => {
-                    let code = match &e {
-                        CompleteError::NotAllowed { .. } => exit::NOPERM,
-                        CompleteError::UnknownPerson(_) => exit::DATAERR,
-                        _ => exit::FAILURE,
-                    };
-                    Err(Failure::new(code, e.to_string()))
-                }
+            let actor = Actor::new(&by, Via::Cli);
+            let (a, triggered) =
+                complete(&store, ctx, id, &actor, note.as_deref(), now_or_clock(now))
+                    .await
+                    .map_err(change_failure)?;
+            out!(
+                "assignment {} ({} {}) completed by {by}",
+                a.id,
+                a.activity_id,
+                a.period_label
+            );
+            for t in triggered {
+                out!("  created assignment {t}");
             }
+            Ok(())
         }
         AssignmentsCommand::Reassign { id, to, by, now } => {
-            let org = Org::new(store.people().await?);
-            let a = store.assignment(id).await?;
-            let allowed = org
-                .get(&by)
-                .is_some_and(|p| p.is_current() && p.holds(&ctx.schedule.admin_role))
-                || (!a.assignee.starts_with("role:") && org.is_above(&by, &a.assignee));
-            if !allowed {
-                return Err(Failure::new(
-                    exit::NOPERM,
-                    format!(
-                        "{by} may not reassign assignment {id}: only a QA admin or a manager above {}",
-                        a.assignee
-                    ),
-                ));
-            }
-            if org.get(&to).is_none_or(|p| !p.is_current()) {
-                return Err(Failure::new(
-                    exit::DATAERR,
-                    format!("`{to}` is not a current member of staff"),
-                ));
-            }
-            let now = now_or_clock(now);
-            let notices = match &ctx.router {
-                Some(router) => {
-                    let mut moved = a.clone();
-                    moved.assignee = to.clone();
-                    let n = crate::notify::planner::assigned_notices(
-                        ctx,
-                        router,
-                        &org,
-                        &moved,
-                        ctx.today(now),
-                    );
-                    router.route(&n, &org, &ctx.calendar, now)
-                }
-                None => Vec::new(),
-            };
-            if store.reassign(id, &to, &by, &notices, now).await? {
-                out!("assignment {id} reassigned to {to}");
-                Ok(())
-            } else {
-                Err(Failure::new(
-                    exit::FAILURE,
-                    format!("assignment {id} is not open"),
-                ))
-            }
+            let actor = Actor::new(&by, Via::Cli);
+            reassign(&store, ctx, id, &to, &actor, now_or_clock(now))
+                .await
+                .map_err(change_failure)?;
+            out!("assignment {id} reassigned to {to}");
+            Ok(())
         }
         AssignmentsCommand::Cancel {
             id,
@@ -859,25 +838,12 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
             reason,
             now,
         } => {
-            let org = Org::new(store.people().await?);
-            if !org
-                .get(&by)
-                .is_some_and(|p| p.is_current() && p.holds(&ctx.schedule.admin_role))
-            {
-                return Err(Failure::new(
-                    exit::NOPERM,
-                    format!("{by} may not cancel assignments: only a QA admin may"),
-                ));
-            }
-            if store.cancel(id, &by, &reason, now_or_clock(now)).await? {
-                out!("assignment {id} cancelled");
-                Ok(())
-            } else {
-                Err(Failure::new(
-                    exit::FAILURE,
-                    format!("assignment {id} is not open (or does not exist)"),
-                ))
-            }
+            let actor = Actor::new(&by, Via::Cli);
+            cancel(&store, ctx, id, &actor, &reason, now_or_clock(now))
+                .await
+                .map_err(change_failure)?;
+            out!("assignment {id} cancelled");
+            Ok(())
         }
         AssignmentsCommand::History { id, format } => {
             store.assignment(id).await?;

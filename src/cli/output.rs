@@ -3,7 +3,7 @@
 use jiff::civil::Date;
 use serde::Serialize;
 
-use crate::store::{Assignment, NewAssignment};
+use crate::domain::{Assignment, NewAssignment};
 
 /// How a listing is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,7 +56,7 @@ impl AssignmentView {
             period: a.period_label.clone(),
             period_start: a.period_start.to_string(),
             period_end: a.period_end.to_string(),
-            assignee: a.assignee.clone(),
+            assignee: a.assignee.to_string(),
             subject: a.subject.clone(),
             due: a.due.to_string(),
             status: a.status.as_str().to_owned(),
@@ -92,8 +92,70 @@ impl From<&NewAssignment> for PlanView {
             period: a.period_label.clone(),
             period_start: a.period_start.to_string(),
             period_end: a.period_end.to_string(),
-            assignee: a.assignee.clone(),
+            assignee: a.assignee.to_string(),
             due: a.due.to_string(),
+        }
+    }
+}
+
+/// An action as `actions list` shows it; the JSON field names are a public interface.
+#[derive(Debug, Serialize)]
+pub struct ActionView {
+    /// Database id.
+    pub id: i64,
+    /// audit, moderation, observation or manual.
+    pub source: String,
+    /// The assignment whose record raised it, or null.
+    pub assignment_id: Option<i64>,
+    /// What must change.
+    pub description: String,
+    /// Owner's staff id.
+    pub owner: String,
+    /// The owner's service (from the staff file).
+    pub service: String,
+    /// The owner's team.
+    pub team: String,
+    /// Who raised it (staff id).
+    pub raised_by: String,
+    /// Due date.
+    pub due: String,
+    /// open, done or verified.
+    pub state: String,
+    /// Open and past its due date at the judged moment.
+    pub overdue: bool,
+    /// Times reopened.
+    pub reopened: u32,
+    /// Raised from an audit graded Inadequate.
+    pub inadequate: bool,
+    /// Whole days since it was raised.
+    pub age_days: i64,
+}
+
+impl ActionView {
+    /// The view of `a` on local date `today`, with the owner's service and team from `org`.
+    pub fn new(
+        a: &crate::domain::Action,
+        org: &crate::org::Org,
+        today: Date,
+        tz: &jiff::tz::TimeZone,
+    ) -> Self {
+        let owner = org.get(&a.owner);
+        let raised = a.created_at.to_zoned(tz.clone()).date();
+        Self {
+            id: a.id,
+            source: a.source.as_str().to_owned(),
+            assignment_id: a.assignment_id,
+            description: a.description.clone(),
+            owner: a.owner.clone(),
+            service: owner.map(|p| p.record.service.clone()).unwrap_or_default(),
+            team: owner.map(|p| p.record.team.clone()).unwrap_or_default(),
+            raised_by: a.raised_by.clone(),
+            due: a.due.to_string(),
+            state: a.state.as_str().to_owned(),
+            overdue: a.is_overdue(today),
+            reopened: a.reopened,
+            inadequate: a.inadequate,
+            age_days: (today - raised).get_days().into(),
         }
     }
 }
@@ -137,9 +199,23 @@ fn write<T: Serialize>(rows: &[T], format: Format, columns: &[&str]) -> anyhow::
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(rows)?)?,
         Format::Csv => {
-            let mut w = csv::Writer::from_writer(&mut out);
+            // Serialise each row once to learn its cells, then write them neutralised.
+            let mut buffer = csv::Writer::from_writer(Vec::new());
             for row in rows {
-                w.serialize(row)?;
+                buffer.serialize(row)?;
+            }
+            let bytes = buffer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(bytes.as_slice());
+            let mut w = csv::Writer::from_writer(&mut out);
+            for record in reader.records() {
+                w.write_record(
+                    record?
+                        .iter()
+                        .map(|cell| spreadsheet_safe(cell).into_owned()),
+                )?;
             }
             w.flush()?;
         }
@@ -187,4 +263,30 @@ fn write<T: Serialize>(rows: &[T], format: Format, columns: &[&str]) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// A CSV cell a spreadsheet will show as text, never run as a formula: a cell starting with
+/// `=`, `+`, `-`, `@`, tab or carriage return gets a leading `'` (OWASP's advice for CSV
+/// injection), unless it is a plain number such as `-3`.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && cell.parse::<f64>().is_err() {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn formulas_are_neutralised_and_numbers_kept() {
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(spreadsheet_safe("+1+2"), "'+1+2");
+        assert_eq!(spreadsheet_safe("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(spreadsheet_safe("-3"), "-3");
+        assert_eq!(spreadsheet_safe("Update the plan"), "Update the plan");
+    }
 }

@@ -1,26 +1,37 @@
 //! The engine: turns the schedule and the staff list into assignments, exactly once.
 //!
-//! [`plan`] is pure; [`reconcile`], [`staff`] and [`complete`] are the imperative shell that
-//! reads the store, plans, and writes the difference.
+//! [`plan`] is pure; [`reconcile`], [`staff`], [`complete`] and [`change`] are the imperative
+//! shell that reads the store, plans, and writes the difference. The engine never imports
+//! `notify`: it asks its [`Announcer`] what to queue.
 
+pub mod actions;
+pub mod announce;
+pub mod change;
 pub mod complete;
 pub mod plan;
 pub mod reconcile;
 pub mod staff;
+
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
 use crate::calendar::Calendar;
+use crate::domain::{Assignment, NewAssignment};
+use crate::org::Org;
 use crate::schedule::{FinancialYear, Schedule};
+use crate::store::NewOutbox;
 
+pub use announce::Announcer;
+pub use change::{ChangeError, cancel, reassign};
 pub use complete::{CompleteError, complete};
 pub use reconcile::{ReconcileReport, reconcile};
 pub use staff::import_staff;
 
 /// Everything the engine needs besides the store and the clock: validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Context {
     /// The schedule table.
     pub schedule: Schedule,
@@ -32,8 +43,20 @@ pub struct Context {
     pub fy: FinancialYear,
     /// First day a new database creates work from (default: the periods containing first run).
     pub start_date: Option<Date>,
-    /// Notification routing; `None` when no channels are configured (nothing is queued).
-    pub router: Option<crate::notify::router::Router>,
+    /// Decides the notices the engine's changes cause (notify's router); `None` when no
+    /// channels are configured, and then nothing is queued.
+    pub announcer: Option<Arc<dyn Announcer>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("activities", &self.schedule.activities.len())
+            .field("tz", &self.tz)
+            .field("start_date", &self.start_date)
+            .field("announces", &self.announcer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Context {
@@ -41,23 +64,22 @@ impl Context {
     /// day's catch-up summary covers that).
     pub fn new_work_notices(
         &self,
-        org: &crate::org::Org,
-        created: &[(i64, &crate::store::NewAssignment)],
+        org: &Org,
+        created: &[(i64, &NewAssignment)],
         late: bool,
         now: Timestamp,
-    ) -> Vec<crate::store::NewOutbox> {
-        match &self.router {
-            Some(router) if !late => {
-                let notices = crate::notify::planner::new_assignment_notices(
-                    self,
-                    router,
-                    org,
-                    created,
-                    self.today(now),
-                );
-                router.route(&notices, org, &self.calendar, now)
-            }
+    ) -> Vec<NewOutbox> {
+        match &self.announcer {
+            Some(announcer) if !late => announcer.new_work(self, org, created, now),
             _ => Vec::new(),
+        }
+    }
+
+    /// Outbox rows telling the new holder of `moved` (already showing its new assignee) about it.
+    pub fn moved_notices(&self, org: &Org, moved: &Assignment, now: Timestamp) -> Vec<NewOutbox> {
+        match &self.announcer {
+            Some(announcer) => announcer.moved(self, org, moved, now),
+            None => Vec::new(),
         }
     }
 

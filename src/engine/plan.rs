@@ -6,14 +6,9 @@
 use jiff::civil::Date;
 
 use super::Context;
+use crate::domain::{Assignee, Assignment, NewAssignment};
 use crate::org::{Org, Person};
 use crate::schedule::{Activity, FanOut, Period};
-use crate::store::NewAssignment;
-
-/// The `assignee` spelling of work owned by a role rather than a person.
-pub fn role_assignee(role: &str) -> String {
-    format!("role:{role}")
-}
 
 /// The assignments `activity` wants for `period`: one per holder of the owner role who was
 /// active when the period began (`each`), or one for the role (`role`). A holder who has since
@@ -25,7 +20,7 @@ pub fn plan_period(
     org: &Org,
 ) -> Vec<NewAssignment> {
     let due = activity.due.due_for_period(period, &ctx.calendar);
-    let row = |slot: String, assignee: String, note: Option<String>| NewAssignment {
+    let row = |slot: String, assignee: Assignee, note: Option<String>| NewAssignment {
         activity_id: activity.id.clone(),
         period_label: period.label(),
         period_start: period.start,
@@ -39,8 +34,8 @@ pub fn plan_period(
     };
     match activity.fan_out {
         FanOut::Role => {
-            let role = role_assignee(&activity.owner_role);
-            vec![row(role.clone(), role, None)]
+            let role = Assignee::role(&activity.owner_role);
+            vec![row(role.to_string(), role, None)]
         }
         FanOut::Each => org
             .holders_active_on(&activity.owner_role, period.start)
@@ -56,14 +51,14 @@ pub fn plan_period(
 
 /// Who should hold work created for `person`: themselves while they are current, else their
 /// nearest current manager, else the role.
-fn current_holder_for(org: &Org, person: &Person, role: &str) -> (String, Option<String>) {
+fn current_holder_for(org: &Org, person: &Person, role: &str) -> (Assignee, Option<String>) {
     if person.is_current() {
-        return (person.record.staff_id.clone(), None);
+        return (Assignee::person(&person.record.staff_id), None);
     }
     let to = org
         .nearest_current_manager(&person.record.staff_id)
-        .map(|m| m.record.staff_id.clone())
-        .unwrap_or_else(|| role_assignee(role));
+        .map(|m| Assignee::person(&m.record.staff_id))
+        .unwrap_or_else(|| Assignee::role(role));
     let note = format!("{} has left; assigned to {to}", person.record.staff_id);
     (to, Some(note))
 }
@@ -74,15 +69,15 @@ fn current_holder_for(org: &Org, person: &Person, role: &str) -> (String, Option
 pub fn plan_triggered(
     ctx: &Context,
     activity: &Activity,
-    trigger: &crate::store::Assignment,
+    trigger: &Assignment,
     completed_by: &str,
     completed_on: Date,
     org: &Org,
 ) -> NewAssignment {
     let assignee = org
         .nearest_current_manager(completed_by)
-        .map(|m| m.record.staff_id.clone())
-        .unwrap_or_else(|| role_assignee(&activity.owner_role));
+        .map(|m| Assignee::person(&m.record.staff_id))
+        .unwrap_or_else(|| Assignee::role(&activity.owner_role));
     NewAssignment {
         activity_id: activity.id.clone(),
         period_label: trigger.period_label.clone(),

@@ -69,7 +69,7 @@ pub async fn reconcile(
         let activity = &ctx.schedule.activities[index];
         let rows = plan_period(ctx, activity, &period, &org);
         let late = today > period.start;
-        let notices = |created: &[(i64, &crate::store::NewAssignment)]| {
+        let notices = |created: &[(i64, &crate::domain::NewAssignment)]| {
             ctx.new_work_notices(&org, created, late, now)
         };
         let ids = store

@@ -99,8 +99,12 @@ fn changed_fields(a: &StaffRecord, b: &StaffRecord) -> Vec<&'static str> {
     fields
 }
 
+/// How many times an import starts again after losing a race with another import.
+const IMPORT_ATTEMPTS: u32 = 5;
+
 /// Imports a validated staff list: applies the differences and moves leavers' open work to their
-/// nearest current manager, in one transaction.
+/// nearest current manager, in one transaction. Safe to run beside another import: the write is
+/// guarded by the staff revision, and a lost race diffs again against what the winner wrote.
 pub async fn import_staff(
     store: &Store,
     ctx: &Context,
@@ -109,6 +113,25 @@ pub async fn import_staff(
     today: Date,
     now: Timestamp,
 ) -> Result<StaffSyncReport, StoreError> {
+    for _ in 0..IMPORT_ATTEMPTS {
+        if let Some(report) = try_import(store, ctx, incoming, actor, today, now).await? {
+            return Ok(report);
+        }
+        tracing::info!("another staff import ran at the same time; comparing again");
+    }
+    Err(StoreError::Contended("staff import"))
+}
+
+/// One attempt of [`import_staff`]; `None` when another import changed the staff meanwhile.
+async fn try_import(
+    store: &Store,
+    ctx: &Context,
+    incoming: &[StaffRecord],
+    actor: &str,
+    today: Date,
+    now: Timestamp,
+) -> Result<Option<StaffSyncReport>, StoreError> {
+    let revision = store.staff_revision().await?;
     let existing = store.people().await?;
     let changes = diff_staff(&existing, incoming, today);
     let mut after: HashMap<String, Person> = existing
@@ -141,13 +164,16 @@ pub async fn import_staff(
         }
     }
     // The leavers' open work, so the new holders can be told about it in the same transaction.
-    let moving: HashMap<i64, crate::store::Assignment> = if reassignments.is_empty() {
+    let moving: HashMap<i64, crate::domain::Assignment> = if reassignments.is_empty() {
         HashMap::new()
     } else {
         store
             .assignments(&crate::store::AssignmentFilter {
-                statuses: vec![crate::store::Status::Open],
-                assignees: reassignments.iter().map(|r| r.from.clone()).collect(),
+                statuses: vec![crate::domain::Status::Open],
+                assignees: reassignments
+                    .iter()
+                    .map(|r| crate::domain::Assignee::person(&r.from))
+                    .collect(),
                 ..Default::default()
             })
             .await?
@@ -155,25 +181,27 @@ pub async fn import_staff(
             .map(|a| (a.id, a))
             .collect()
     };
-    let notices = |moved: &[(i64, String, String)]| match &ctx.router {
-        Some(router) => {
-            let notices: Vec<_> = moved
-                .iter()
-                .filter_map(|(id, _, to)| moving.get(id).map(|a| (a, to)))
-                .flat_map(|(a, to)| {
-                    let mut a = a.clone();
-                    a.assignee = to.clone();
-                    crate::notify::planner::assigned_notices(ctx, router, &org, &a, today)
-                })
-                .collect();
-            router.route(&notices, &org, &ctx.calendar, now)
-        }
-        None => Vec::new(),
+    let notices = |moved: &[(i64, String, String)]| {
+        moved
+            .iter()
+            .filter_map(|(id, _, to)| moving.get(id).map(|a| (a, to)))
+            .flat_map(|(a, to)| {
+                let mut a = a.clone();
+                a.assignee = crate::domain::Assignee::person(to);
+                ctx.moved_notices(&org, &a, now)
+            })
+            .collect()
     };
-    report.reassigned = store
-        .sync_staff(&changes, &reassignments, actor, &notices, now)
-        .await?;
-    Ok(report)
+    match store
+        .sync_staff(&revision, &changes, &reassignments, actor, &notices, now)
+        .await?
+    {
+        Some(moved) => {
+            report.reassigned = moved;
+            Ok(Some(report))
+        }
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

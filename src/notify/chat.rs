@@ -70,7 +70,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -83,7 +83,6 @@ use sha2::Sha256;
 
 use super::settings::resolve_secret;
 use super::{Channel, ChannelSettings, DeliverFuture, DeliveryError, Message, Recipient, Secret};
-use crate::clock::{Clock, SystemClock};
 
 /// `kind = "teams" | "slack" | "google_chat"`
 #[derive(Debug, Clone, Deserialize)]
@@ -505,9 +504,6 @@ pub struct WebhookChannel {
     timeout: Duration,
     /// Cheap to clone (an `Arc` inside); shared by all channels so they share one pool.
     client: reqwest::Client,
-    /// Read only for the signature timestamp and to turn a `Retry-After` date into a delay:
-    /// both are about the real moment of sending, so this is the system clock in the daemon.
-    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for WebhookChannel {
@@ -558,7 +554,6 @@ impl WebhookChannel {
             url,
             timeout: Duration::from_secs(timeout_seconds),
             client,
-            clock: Arc::new(SystemClock),
         }))
     }
 
@@ -566,12 +561,6 @@ impl WebhookChannel {
     /// daemon that builds one client with [`http_client`] and hands it to every channel).
     pub fn with_client(mut self, client: reqwest::Client) -> Self {
         self.client = client;
-        self
-    }
-
-    /// Uses `clock` for the signature timestamp and `Retry-After` dates (tests pin it).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
         self
     }
 
@@ -593,7 +582,7 @@ impl WebhookChannel {
             .timeout(self.timeout)
             .header(CONTENT_TYPE, "application/json");
         if let Flavour::Generic { secret } = &self.flavour {
-            let timestamp = self.clock.now().as_second();
+            let timestamp = message.composed_at.as_second();
             request = request
                 .header("X-Qaloop-Timestamp", timestamp.to_string())
                 .header(
@@ -616,7 +605,7 @@ impl WebhookChannel {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| parse_retry_after(value, self.clock.now()));
+            .and_then(|value| parse_retry_after(value, message.composed_at));
         let body = read_snippet(response).await;
         classify(&self.name, status, retry_after, &body)
     }
@@ -825,6 +814,7 @@ mod tests {
                 summary: "Case file audit".into(),
                 url: None,
             }),
+            composed_at: jiff::Timestamp::from_second(1_780_000_000).unwrap(),
         }
     }
 

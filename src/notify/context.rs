@@ -34,6 +34,30 @@ pub struct TemplateContext {
     pub previous_total: Option<u32>,
     /// Admin alerts: what could not be delivered.
     pub failure: Option<Failure>,
+    /// Urgent-concern alerts: which concern (a case reference and a link, never details).
+    #[serde(default)]
+    pub concern: Option<ConcernAlert>,
+}
+
+/// An urgent concern as its alert shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcernAlert {
+    /// Concern id.
+    pub id: i64,
+    /// The case reference (never a name).
+    pub case_reference: String,
+    /// A health concern: must also be raised with the health service.
+    pub health: bool,
+    /// The auditor's staff id.
+    pub raised_by: String,
+    /// When it was recorded, for people: `Friday 11 June 2027 at 17:55`.
+    pub raised_at_long: String,
+    /// 0 for the first alert, n for the n-th reminder.
+    pub round: u32,
+    /// This is the escalation to senior leadership.
+    pub escalation: bool,
+    /// Where to acknowledge it.
+    pub link: String,
 }
 
 /// One assignment as a template shows it.

@@ -4,9 +4,10 @@
 use jiff::Timestamp;
 
 use super::planner::{daily_notices, slt_digest};
+use crate::domain::Status;
 use crate::engine::Context;
 use crate::org::Org;
-use crate::store::{AssignmentFilter, Status, Store, StoreError};
+use crate::store::{AssignmentFilter, Store, StoreError};
 
 /// `meta` key: the last local date notices were decided for.
 pub const LAST_DATE_KEY: &str = "notify_last_date";
@@ -29,7 +30,7 @@ pub async fn decide(
     ctx: &Context,
     now: Timestamp,
 ) -> Result<DecisionReport, StoreError> {
-    let Some(router) = &ctx.router else {
+    let Some(router) = super::router::Router::of(ctx) else {
         return Ok(DecisionReport::default());
     };
     let today = ctx.today(now);

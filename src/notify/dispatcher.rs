@@ -50,6 +50,9 @@ const RECORD_BATCH: usize = 32;
 /// The longest an outcome waits for others to be recorded with it.
 const RECORD_WITHIN: Duration = Duration::from_millis(100);
 
+/// Kinds sent at any hour: working hours hold routine mail, never these.
+const NEVER_HELD: [&str; 2] = ["urgent_concern", "admin_alert"];
+
 /// Retry policy, from `[notify]`.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -152,16 +155,16 @@ impl Dispatcher {
         now: Timestamp,
     ) -> Result<DispatchReport, StoreError> {
         let mut report = DispatchReport::default();
-        if let Some((hours, calendar)) = &self.hours
-            && !hours.contains(now, calendar)
-        {
-            return Ok(report);
-        }
-        let mut batch = claim_batch(store, now).await?;
+        // Outside working hours only what is never held goes out.
+        let kinds: Option<&[&str]> = match &self.hours {
+            Some((hours, calendar)) if !hours.contains(now, calendar) => Some(&NEVER_HELD),
+            _ => None,
+        };
+        let mut batch = claim_batch(store, now, kinds).await?;
         while let Some((rows, recipients)) = batch {
             let (sent, next) = tokio::join!(
                 self.send_batch(store, &recipients, rows, now),
-                claim_batch(store, now)
+                claim_batch(store, now, kinds)
             );
             let sent = sent?;
             report.sent += sent.sent;
@@ -171,7 +174,7 @@ impl Dispatcher {
                 Some(next) => Some(next),
                 // That claim ran while this batch was sent, so it could not see what recording
                 // the batch queued (admin alerts) or released: look once more.
-                None => claim_batch(store, now).await?,
+                None => claim_batch(store, now, kinds).await?,
             };
         }
         Ok(report)
@@ -214,7 +217,7 @@ impl Dispatcher {
         let send = async move {
             let mut rows = rows.into_iter();
             let prepare = |row: OutboxRow| {
-                let prepared = self.prepare(&row, org);
+                let prepared = self.prepare(&row, org, now);
                 (row, prepared)
             };
             let mut next = rows.next().map(prepare);
@@ -318,14 +321,19 @@ impl Dispatcher {
 
     /// The channel and the rendered message for a row, or the outcome that makes sending moot
     /// (no such channel, a recipient who left or cannot be reached, a template that fails).
-    fn prepare(&self, row: &OutboxRow, org: &Org) -> Result<(&dyn Channel, Message), Outcome> {
+    fn prepare(
+        &self,
+        row: &OutboxRow,
+        org: &Org,
+        now: Timestamp,
+    ) -> Result<(&dyn Channel, Message), Outcome> {
         let Some(channel) = self.channels.get(&row.channel) else {
             return Err(Outcome::Dead(format!(
                 "channel `{}` is not configured",
                 row.channel
             )));
         };
-        let message = match self.message(row, org) {
+        let message = match self.message(row, org, now) {
             Ok(Some(m)) => m,
             Ok(None) => return Err(Outcome::Cancelled),
             Err(e) => return Err(Outcome::Dead(e)),
@@ -370,11 +378,19 @@ impl Dispatcher {
     }
 
     /// Renders a row into a message; `Ok(None)` when its recipient has left.
-    fn message(&self, row: &OutboxRow, org: &Org) -> Result<Option<Message>, String> {
+    fn message(
+        &self,
+        row: &OutboxRow,
+        org: &Org,
+        now: Timestamp,
+    ) -> Result<Option<Message>, String> {
         let kind = Kind::parse(&row.kind).ok_or_else(|| format!("unknown kind `{}`", row.kind))?;
         let context: TemplateContext =
             serde_json::from_str(&row.context).map_err(|e| format!("unreadable context: {e}"))?;
-        let recipient = if row.recipient.starts_with("role:") {
+        let recipient = if matches!(
+            crate::domain::Assignee::parse(&row.recipient),
+            crate::domain::Assignee::Role(_)
+        ) {
             Recipient {
                 staff_id: row.recipient.clone(),
                 email: None,
@@ -421,6 +437,7 @@ impl Dispatcher {
             html: rendered.html,
             link: first.map(|i| i.link.clone()),
             calendar,
+            composed_at: now,
         }))
     }
 
@@ -466,6 +483,7 @@ impl Dispatcher {
                 html: rendered.html.clone(),
                 link: Some(context.base_url.clone()),
                 calendar: None,
+                composed_at: now,
             };
             let outcome = if channel.reaches(&recipient) {
                 channel.deliver(&message).await
@@ -516,15 +534,22 @@ impl Dispatcher {
 async fn claim_batch(
     store: &Store,
     now: Timestamp,
+    kinds: Option<&[&str]>,
 ) -> Result<Option<(Vec<OutboxRow>, Org)>, StoreError> {
-    let rows = store.claim(now, now + LEASE, BATCH).await?;
+    let rows = store.claim_kinds(now, now + LEASE, BATCH, kinds).await?;
     if rows.is_empty() {
         return Ok(None);
     }
     let ids: BTreeSet<&str> = rows
         .iter()
         .map(|row| row.recipient.as_str())
-        .filter(|id| !id.starts_with("role:") && *id != "admin")
+        .filter(|id| {
+            *id != "admin"
+                && matches!(
+                    crate::domain::Assignee::parse(id),
+                    crate::domain::Assignee::Person(_)
+                )
+        })
         .collect();
     let people = store
         .people_by_id(&ids.into_iter().collect::<Vec<_>>())

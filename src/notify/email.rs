@@ -143,6 +143,7 @@ fn compose(message: &Message, sender: &Sender) -> Result<lettre::Message, Delive
         .to(to)
         .subject(message.subject.as_str())
         .message_id(Some(message_id(&message.key)))
+        .date(std::time::SystemTime::from(message.composed_at))
         .header(AutoSubmitted);
     if let Some(reply_to) = &sender.reply_to {
         builder = builder.reply_to(reply_to.clone());
@@ -152,9 +153,8 @@ fn compose(message: &Message, sender: &Sender) -> Result<lettre::Message, Delive
     let body = match &message.calendar {
         None => alternative,
         Some(event) => {
-            // The one clock read of a build, like the `Date:` header lettre adds: DTSTAMP says
-            // when this copy was made, so a calendar keeps the newest copy of an event.
-            let ics = super::ics::calendar(event, jiff::Timestamp::now());
+            // DTSTAMP says when this copy was made, so a calendar keeps the newest copy.
+            let ics = super::ics::calendar(event, message.composed_at);
             MultiPart::mixed()
                 .multipart(alternative)
                 .singlepart(Attachment::new("due.ics".to_owned()).body(ics, calendar_type()))
@@ -582,6 +582,7 @@ mod tests {
             html: "<p>Your case file audit is due on 31 March.</p>".to_owned(),
             link: Some("https://qa.example/work/7".to_owned()),
             calendar: None,
+            composed_at: jiff::Timestamp::from_second(1_780_000_000).unwrap(),
         }
     }
 

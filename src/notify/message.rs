@@ -31,6 +31,9 @@ pub enum Kind {
     Test,
     /// To the admin channel: a message could not be delivered.
     AdminAlert,
+    /// An audit recorded an urgent (or health) concern: sent at once, never held or bundled,
+    /// repeated until someone acknowledges it.
+    UrgentConcern,
 }
 
 impl Kind {
@@ -47,11 +50,12 @@ impl Kind {
             Kind::CatchUp => "catch_up",
             Kind::Test => "test",
             Kind::AdminAlert => "admin_alert",
+            Kind::UrgentConcern => "urgent_concern",
         }
     }
 
     /// Every kind, for template checks.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::NewAssignment,
         Kind::Reminder,
         Kind::DueToday,
@@ -62,6 +66,7 @@ impl Kind {
         Kind::CatchUp,
         Kind::Test,
         Kind::AdminAlert,
+        Kind::UrgentConcern,
     ];
 
     /// Parses the snake_case name.
@@ -114,6 +119,10 @@ pub struct Message {
     pub link: Option<String>,
     /// A due date for the recipient's calendar.
     pub calendar: Option<CalendarEvent>,
+    /// When this copy was composed (the caller's clock, at send time): the email `Date:`
+    /// header, the `.ics` `DTSTAMP`, the webhook signature timestamp and the base for a
+    /// `Retry-After` date. Channels never read a clock of their own.
+    pub composed_at: jiff::Timestamp,
 }
 
 /// Why a delivery failed, and whether trying again can help.

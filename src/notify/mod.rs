@@ -21,6 +21,8 @@ pub mod registry;
 pub mod router;
 pub mod settings;
 pub mod templates;
+pub mod tracker;
+pub mod urgent;
 
 pub use message::{CalendarEvent, Channel, DeliverFuture, DeliveryError, Kind, Message, Recipient};
 pub use settings::{ChannelSettings, Secret};

@@ -12,9 +12,9 @@ use jiff::civil::Date;
 use super::Kind;
 use super::context::{Group, Item, TeamGroup};
 use super::router::{Notice, Router};
+use crate::domain::{Assignee, Assignment, NewAssignment};
 use crate::engine::Context;
 use crate::org::Org;
-use crate::store::{Assignment, NewAssignment};
 
 /// "Friday 28 May 2027".
 pub fn long_date(date: Date) -> String {
@@ -40,7 +40,7 @@ pub fn item(ctx: &Context, router: &Router, a: &Assignment, today: Date) -> Item
         due_long: long_date(a.due),
         days_until_due: until,
         days_overdue: overdue,
-        assignee: a.assignee.clone(),
+        assignee: a.assignee.to_string(),
         subject: a.subject.clone(),
         link: router.link(a.id),
     }
@@ -55,24 +55,15 @@ fn timing(ctx: &Context, due: Date, today: Date) -> (Option<u32>, Option<u32>) {
     }
 }
 
-/// Who holds `assignee` (a staff id or `role:NAME`) today, and the role to post as.
-fn holders(org: &Org, assignee: &str) -> (Vec<String>, Option<String>) {
-    match assignee.strip_prefix("role:") {
-        Some(role) => (
-            org.current_holders(role)
-                .iter()
-                .map(|p| p.record.staff_id.clone())
-                .collect(),
-            Some(assignee.to_owned()),
-        ),
-        None => (
-            org.get(assignee)
-                .filter(|p| p.is_current())
-                .map(|p| vec![p.record.staff_id.clone()])
-                .unwrap_or_default(),
-            None,
-        ),
-    }
+/// Who holds `assignee` today, and the role to post as (chat channels post once per role).
+fn holders(org: &Org, assignee: &Assignee) -> (Vec<String>, Option<String>) {
+    let people = assignee
+        .current_holders(org)
+        .iter()
+        .map(|p| p.record.staff_id.clone())
+        .collect();
+    let post_as = matches!(assignee, Assignee::Role(_)).then(|| assignee.to_string());
+    (people, post_as)
 }
 
 /// New-work notices for freshly created assignments (`on_assign` per activity).
@@ -221,7 +212,7 @@ pub fn daily_notices(
             for manager in managers {
                 let mut context = router.context(Kind::Escalation, &manager, today);
                 context.items = vec![item.clone()];
-                context.about = Some(a.assignee.clone());
+                context.about = Some(a.assignee.to_string());
                 context.level = Some(level);
                 notices.push(Notice {
                     kind: Kind::Escalation,
@@ -296,12 +287,11 @@ pub fn slt_digest(
     overdue.sort_by_key(|a| (a.due, a.id));
     let mut services: BTreeMap<String, BTreeMap<String, Vec<Item>>> = BTreeMap::new();
     for a in &overdue {
-        let (service, team) = match org.get(&a.assignee) {
-            Some(p) => (p.record.service.clone(), p.record.team.clone()),
-            None => (
-                "Work owned by a role".to_owned(),
-                a.assignee.trim_start_matches("role:").to_owned(),
-            ),
+        let person = a.assignee.staff_id().and_then(|id| org.get(id));
+        let (service, team) = match (person, &a.assignee) {
+            (Some(p), _) => (p.record.service.clone(), p.record.team.clone()),
+            (None, Assignee::Role(role)) => ("Work owned by a role".to_owned(), role.clone()),
+            (None, Assignee::Person(id)) => ("Former staff".to_owned(), id.clone()),
         };
         services
             .entry(service)
@@ -322,7 +312,7 @@ pub fn slt_digest(
         })
         .collect();
     let total = overdue.len() as u32;
-    let role = format!("role:{}", settings.role);
+    let role = Assignee::role(&settings.role).to_string();
     let notices = org
         .current_holders(&settings.role)
         .into_iter()
@@ -373,7 +363,7 @@ mod tests {
             tz: jiff::tz::TimeZone::get("Europe/London").unwrap(),
             fy: FinancialYear::starting_in(4).unwrap(),
             start_date: None,
-            router: None,
+            announcer: None,
         }
     }
 
@@ -438,11 +428,11 @@ mod tests {
             period_start: date(2027, 5, 1),
             period_end: date(2027, 5, 31),
             slot: assignee.into(),
-            assignee: assignee.into(),
+            assignee: Assignee::parse(assignee),
             subject: None,
             trigger_id: None,
             due,
-            status: crate::store::Status::Open,
+            status: crate::domain::Status::Open,
             created_at: jiff::Timestamp::UNIX_EPOCH,
             created_late: false,
             completed_at: None,

@@ -83,7 +83,7 @@ pub fn build_dispatcher(
 impl Dispatcher {
     /// [`Dispatcher::with_working_hours`] from the engine context's router, when it has one.
     pub fn with_working_hours_of(self, ctx: &crate::engine::Context) -> Self {
-        match &ctx.router {
+        match super::router::Router::of(ctx) {
             Some(router) => self.with_working_hours(router.hours.clone(), ctx.calendar.clone()),
             None => self,
         }

@@ -176,6 +176,11 @@ impl Router {
 
     /// The channels a notice of `kind` to `staff_id` goes through.
     fn channels_for(&self, kind: Kind, staff_id: &str, org: &Org) -> Vec<&ChannelInfo> {
+        // An urgent concern goes out on every channel there is, whatever the routes or anyone's
+        // preferences say.
+        if kind == Kind::UrgentConcern {
+            return self.channels.iter().collect();
+        }
         let mandatory = matches!(kind, Kind::Escalation | Kind::SltDigest);
         if !mandatory
             && let Some(chosen) = self
@@ -257,5 +262,38 @@ impl Router {
             }
         }
         rows
+    }
+}
+
+impl Router {
+    /// The router the engine context carries as its [`Announcer`], when channels are configured.
+    pub fn of(ctx: &crate::engine::Context) -> Option<&Router> {
+        let announcer: &dyn std::any::Any = ctx.announcer.as_deref()?;
+        announcer.downcast_ref::<Router>()
+    }
+}
+
+impl crate::engine::Announcer for Router {
+    fn new_work(
+        &self,
+        ctx: &crate::engine::Context,
+        org: &Org,
+        created: &[(i64, &crate::domain::NewAssignment)],
+        now: Timestamp,
+    ) -> Vec<NewOutbox> {
+        let notices =
+            super::planner::new_assignment_notices(ctx, self, org, created, ctx.today(now));
+        self.route(&notices, org, &ctx.calendar, now)
+    }
+
+    fn moved(
+        &self,
+        ctx: &crate::engine::Context,
+        org: &Org,
+        moved: &crate::domain::Assignment,
+        now: Timestamp,
+    ) -> Vec<NewOutbox> {
+        let notices = super::planner::assigned_notices(ctx, self, org, moved, ctx.today(now));
+        self.route(&notices, org, &ctx.calendar, now)
     }
 }

@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 use super::Kind;
-use super::context::{Failure, Group, Item, TeamGroup, TemplateContext};
+use super::context::{ConcernAlert, Failure, Group, Item, TeamGroup, TemplateContext};
 use crate::problem::{Problem, Problems};
 
 /// The longest subject, in characters; longer ones are cut with an ellipsis.
@@ -78,7 +78,7 @@ macro_rules! built_in {
 }
 
 /// The shipped templates, compiled in so a missing `config/templates/` folder still works.
-const BUILT_IN: [(&str, &str); 30] = built_in!(
+const BUILT_IN: [(&str, &str); 33] = built_in!(
     "new_assignment",
     "reminder",
     "due_today",
@@ -89,6 +89,7 @@ const BUILT_IN: [(&str, &str); 30] = built_in!(
     "catch_up",
     "test",
     "admin_alert",
+    "urgent_concern",
 );
 
 /// The three templates of a kind.
@@ -525,6 +526,19 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
             ctx.previous_total = Some(5);
         }
         Kind::Test => {}
+        Kind::UrgentConcern => {
+            ctx.recipient = "S0005".to_owned();
+            ctx.concern = Some(ConcernAlert {
+                id: 4,
+                case_reference: "CR-123456".to_owned(),
+                health: true,
+                raised_by: "S0012".to_owned(),
+                raised_at_long: "Friday 11 June 2027 at 17:55".to_owned(),
+                round: 2,
+                escalation: false,
+                link: format!("{BASE_URL}/concerns/4"),
+            });
+        }
         Kind::AdminAlert => {
             ctx.recipient = "admin".to_owned();
             ctx.failure = Some(Failure {

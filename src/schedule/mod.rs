@@ -85,6 +85,32 @@ impl Default for DigestSettings {
     }
 }
 
+/// Timelines for actions raised by audits (`[actions]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionSettings {
+    /// Default due date of a new action: this many working days after it is raised.
+    pub due_working_days: u32,
+    /// The same for an action raised from an audit graded Inadequate: shorter.
+    pub inadequate_due_working_days: u32,
+    /// A done action not verified after this many working days reminds the verifier.
+    pub verify_within: u32,
+    /// How many levels sooner an overdue action from an Inadequate audit escalates: with 1, it
+    /// goes to the line manager on its first overdue day instead of after `escalate_after`.
+    pub inadequate_escalates_sooner: u32,
+}
+
+impl Default for ActionSettings {
+    fn default() -> Self {
+        Self {
+            due_working_days: 20,
+            inadequate_due_working_days: 10,
+            verify_within: 5,
+            inadequate_escalates_sooner: 1,
+        }
+    }
+}
+
 /// One activity of the schedule table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Activity {
@@ -119,6 +145,8 @@ pub struct Schedule {
     pub activities: Vec<Activity>,
     /// The senior-leadership digest.
     pub digest: DigestSettings,
+    /// Action timelines.
+    pub actions: ActionSettings,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +161,8 @@ struct RawSchedule {
     defaults: RawDefaults,
     #[serde(default)]
     digest: DigestSettings,
+    #[serde(default)]
+    actions: ActionSettings,
     #[serde(default, rename = "activity")]
     activities: Vec<RawActivity>,
 }
@@ -337,6 +367,7 @@ impl Schedule {
             require_line_manager: raw.require_line_manager.into_iter().collect(),
             activities,
             digest: raw.digest,
+            actions: raw.actions,
         })
     }
 

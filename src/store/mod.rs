@@ -24,10 +24,14 @@ use sqlx::{FromRow, PgPool, QueryBuilder, SqlitePool, Transaction};
 
 pub use model::*;
 
+use crate::domain::{Actor, Assignee, Assignment, HistoryEntry, NewAssignment, Status, Via};
 use crate::org::{Person, StaffRecord};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The `meta` key of the staff list's revision (see [`Store::staff_revision`]).
+const STAFF_REVISION_KEY: &str = "staff_revision";
 
 /// Rows per multi-row INSERT: well under both backends' bind-parameter limits.
 const INSERT_CHUNK: usize = 1000;
@@ -52,6 +56,9 @@ pub enum StoreError {
     /// No assignment has that id.
     #[error("no assignment has id {0}")]
     NotFound(i64),
+    /// Other processes kept winning the race for the same write; try again later.
+    #[error("{0}: other qaloop processes kept changing the same data; try again")]
+    Contended(&'static str),
     /// The database could not be reached or opened; says where and why.
     #[error("cannot reach the database at {target}: {cause}")]
     Unreachable {
@@ -85,10 +92,14 @@ macro_rules! on_pool {
     };
 }
 
+pub mod actions;
+pub mod concerns;
 pub mod lease;
 pub mod outbox;
 pub mod stats;
 
+pub use actions::{ActionChanged, ActionFilter, ActionHistoryEntry};
+pub use concerns::{Acknowledged, NewConcern};
 pub use outbox::{NewOutbox, OutboxRow, OutboxStatus};
 
 /// Builds the notifications caused by newly created assignments, inside their transaction:
@@ -188,7 +199,10 @@ impl TryFrom<AssignmentRow> for Assignment {
             period_start: date("period_start", &r.period_start)?,
             period_end: date("period_end", &r.period_end)?,
             due: date("due", &r.due)?,
-            status: Status::parse(&r.status),
+            status: Status::parse(&r.status).ok_or_else(|| StoreError::Corrupt {
+                column: "status",
+                value: r.status.clone(),
+            })?,
             created_at: instant("created_at", &r.created_at)?,
             completed_at: r
                 .completed_at
@@ -198,7 +212,7 @@ impl TryFrom<AssignmentRow> for Assignment {
             activity_id: r.activity_id,
             period_label: r.period_label,
             slot: r.slot,
-            assignee: r.assignee,
+            assignee: Assignee::parse(&r.assignee),
             subject: (!r.subject.is_empty()).then_some(r.subject),
             trigger_id: r.trigger_id,
             created_late: r.created_late,
@@ -389,6 +403,24 @@ impl Store {
 
     // ---- staff ----------------------------------------------------------------------------
 
+    /// Staff history, oldest first, as (staff id, event, actor, at): what joined, changed, left
+    /// or rejoined, by whom and when (never the values that changed).
+    pub async fn staff_history(&self) -> Result<Vec<(String, String, String, String)>, StoreError> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as("SELECT staff_id, event, actor, at FROM staff_history ORDER BY id")
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// The staff list's revision: bumped by every [`Store::sync_staff`]. An import reads it
+    /// before reading the staff it diffs, and its write succeeds only if it is unchanged — so
+    /// two imports at once (two `tick`s on a new database, a tick beside the daemon, two nodes)
+    /// apply each change once: the later one finds the revision moved and starts again.
+    pub async fn staff_revision(&self) -> Result<String, StoreError> {
+        self.meta_or_insert(STAFF_REVISION_KEY, "0").await
+    }
+
     /// Everyone qaloop knows, current and past.
     pub async fn people(&self) -> Result<Vec<Person>, StoreError> {
         let rows: Vec<StaffRow> = on_pool!(self, |pool| {
@@ -421,18 +453,35 @@ impl Store {
         rows.into_iter().map(Person::try_from).collect()
     }
 
-    /// Applies staff changes and moves leavers' open work, all in one transaction.
+    /// Applies staff changes and moves leavers' open work and unverified actions, all in one
+    /// transaction — if the staff list is still at `revision` (see [`Store::staff_revision`]).
+    /// `None`: another import got there first; nothing was written, so diff again.
     pub async fn sync_staff(
         &self,
+        revision: &str,
         changes: &[StaffChange],
         reassignments: &[Reassignment],
         actor: &str,
         notices: MovedNotices<'_>,
         now: Timestamp,
-    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+    ) -> Result<Option<Vec<(i64, String, String)>>, StoreError> {
         let at = format_instant(now);
+        let next = revision.parse::<u64>().unwrap_or(0) + 1;
         let moved = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
+            // The guard: on PostgreSQL a concurrent import waits here for this row's lock and
+            // then finds the revision moved; SQLite's write lock serialises them outright.
+            let current = sqlx::query("UPDATE meta SET value = $1 WHERE key = $2 AND value = $3")
+                .bind(next.to_string())
+                .bind(STAFF_REVISION_KEY)
+                .bind(revision)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if current == 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
             for change in changes {
                 let p = &change.person;
                 let r = &p.record;
@@ -487,8 +536,8 @@ impl Store {
                 .await?;
                 for id in ids {
                     sqlx::query(
-                        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) \
-                         VALUES ($1, 'reassigned', $2, $3, $4)",
+                        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail, via) \
+                         VALUES ($1, 'reassigned', $2, $3, $4, 'system')",
                     )
                     .bind(id)
                     .bind(actor)
@@ -500,11 +549,14 @@ impl Store {
                     moved.push((id, re.from.clone(), re.to.clone()));
                 }
             }
+            for re in reassignments {
+                actions::hand_over(&mut tx, &re.from, &re.to, &at).await?;
+            }
             outbox::insert(&mut tx, &notices(&moved), &at).await?;
             tx.commit().await?;
             moved
         });
-        Ok(moved)
+        Ok(Some(moved))
     }
 
     // ---- reconcile ------------------------------------------------------------------------
@@ -544,7 +596,7 @@ impl Store {
         let ids = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let created = tx
-                .insert_assignments(rows, created_late, "system:reconcile", &at)
+                .insert_assignments(rows, created_late, &Actor::system("reconcile"), &at)
                 .await?;
             let pairs: Vec<(i64, &NewAssignment)> =
                 created.iter().map(|&(id, i)| (id, &rows[i])).collect();
@@ -605,7 +657,7 @@ impl Store {
                 qb.push(" AND assignee IN (");
                 let mut list = qb.separated(", ");
                 for a in &filter.assignees {
-                    list.push_bind(a.clone());
+                    list.push_bind(a.to_string());
                 }
                 qb.push(")");
             }
@@ -622,7 +674,7 @@ impl Store {
     pub async fn complete(
         &self,
         id: i64,
-        by: &str,
+        by: &Actor,
         note: Option<&str>,
         triggered: &[NewAssignment],
         notices: NoticesFor<'_>,
@@ -636,7 +688,7 @@ impl Store {
                  note = $3 WHERE id = $4 AND status = 'open'",
             )
             .bind(&at)
-            .bind(by)
+            .bind(&by.staff_id)
             .bind(note)
             .bind(id)
             .execute(&mut *tx)
@@ -651,7 +703,12 @@ impl Store {
                 tx.rollback().await?;
                 return match status {
                     None => Err(StoreError::NotFound(id)),
-                    Some(s) => Ok(Completion::NotOpen(Status::parse(&s))),
+                    Some(s) => Ok(Completion::NotOpen(Status::parse(&s).ok_or(
+                        StoreError::Corrupt {
+                            column: "status",
+                            value: s,
+                        },
+                    )?)),
                 };
             }
             record(
@@ -680,7 +737,7 @@ impl Store {
         &self,
         id: i64,
         to: &str,
-        by: &str,
+        by: &Actor,
         notices: &[NewOutbox],
         now: Timestamp,
     ) -> Result<bool, StoreError> {
@@ -697,11 +754,22 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(false);
             };
-            sqlx::query("UPDATE assignments SET assignee = $1 WHERE id = $2")
-                .bind(to)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            // Guarded by what was read: a concurrent change (another reassignment, a
+            // completion) makes this match nothing, and the caller is told it is not open.
+            let updated = sqlx::query(
+                "UPDATE assignments SET assignee = $1 WHERE id = $2 AND status = 'open' \
+                 AND assignee = $3",
+            )
+            .bind(to)
+            .bind(id)
+            .bind(&from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             record(
                 &mut tx,
                 id,
@@ -722,7 +790,7 @@ impl Store {
     pub async fn cancel(
         &self,
         id: i64,
-        by: &str,
+        by: &Actor,
         reason: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
@@ -749,20 +817,35 @@ impl Store {
 
     /// An assignment's history, oldest first.
     pub async fn history(&self, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
-        let rows: Vec<(i64, String, String, String, String)> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT assignment_id, event, actor, at, detail FROM assignment_history \
+        let rows: Vec<(i64, String, String, String, String, Option<String>)> =
+            on_pool!(self, |pool| {
+                sqlx::query_as(
+                    "SELECT assignment_id, event, actor, at, detail, via FROM assignment_history \
                  WHERE assignment_id = $1 ORDER BY id",
-            )
-            .bind(id)
-            .fetch_all(pool)
-            .await?
-        });
+                )
+                .bind(id)
+                .fetch_all(pool)
+                .await?
+            });
         rows.into_iter()
-            .map(|(assignment_id, event, actor, at, detail)| {
+            .map(|(assignment_id, event, actor, at, detail, via)| {
+                // Rows from before `via` was recorded: qaloop's own changes say so in the
+                // actor, and the CLI was the only other edge.
+                let via = match via.as_deref().map(Via::parse) {
+                    Some(Some(via)) => via,
+                    Some(None) => {
+                        return Err(StoreError::Corrupt {
+                            column: "via",
+                            value: via.unwrap_or_default(),
+                        });
+                    }
+                    None if actor.starts_with("system:") => Via::System,
+                    None => Via::Cli,
+                };
                 Ok(HistoryEntry {
                     assignment_id,
                     event,
+                    via,
                     actor,
                     at: instant("at", &at)?,
                     detail,
@@ -790,7 +873,7 @@ async fn record<'c, DB>(
     tx: &mut Transaction<'c, DB>,
     id: i64,
     event: &str,
-    actor: &str,
+    actor: &Actor,
     at: &str,
     detail: &str,
 ) -> Result<(), sqlx::Error>
@@ -802,14 +885,15 @@ where
     for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     sqlx::query(
-        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail, via) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id)
     .bind(event.to_owned())
-    .bind(actor.to_owned())
+    .bind(actor.staff_id.clone())
     .bind(at.to_owned())
     .bind(detail.to_owned())
+    .bind(actor.via.as_str().to_owned())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -835,7 +919,7 @@ trait InsertAssignments {
         &mut self,
         rows: &[NewAssignment],
         created_late: bool,
-        actor: &str,
+        actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error>;
 }
@@ -875,7 +959,7 @@ impl InsertAssignments for Transaction<'_, sqlx::Sqlite> {
         &mut self,
         rows: &[NewAssignment],
         created_late: bool,
-        actor: &str,
+        actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
         let largest = "SELECT COALESCE(MAX(id), 0) FROM assignments";
@@ -910,7 +994,7 @@ impl InsertAssignments for Transaction<'_, sqlx::Postgres> {
         &mut self,
         rows: &[NewAssignment],
         created_late: bool,
-        actor: &str,
+        actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
         let mut ids = Vec::with_capacity(rows.len());
@@ -946,7 +1030,7 @@ where
             .push_bind(r.period_start.to_string())
             .push_bind(r.period_end.to_string())
             .push_bind(r.slot.as_str())
-            .push_bind(r.assignee.as_str())
+            .push_bind(r.assignee.to_string())
             .push_bind(r.subject.as_deref().unwrap_or(""))
             .push_bind(r.trigger_id)
             .push_bind(r.due.to_string())
@@ -965,7 +1049,7 @@ where
 fn push_history_select<DB>(
     qb: &mut QueryBuilder<DB>,
     rows: &[NewAssignment],
-    actor: &str,
+    actor: &Actor,
     at: &str,
     source: &str,
 ) where
@@ -974,10 +1058,15 @@ fn push_history_select<DB>(
     for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     qb.push(
-        "INSERT INTO assignment_history (assignment_id, event, actor, at, detail) \
+        "INSERT INTO assignment_history (assignment_id, event, actor, at, via, detail) \
          SELECT a.id, 'created', ",
     );
-    qb.push_bind(actor).push(", ").push_bind(at).push(", ");
+    qb.push_bind(actor.staff_id.as_str())
+        .push(", ")
+        .push_bind(at)
+        .push(", ")
+        .push_bind(actor.via.as_str())
+        .push(", ");
     let noted: Vec<&NewAssignment> = rows.iter().filter(|r| r.note.is_some()).collect();
     if noted.is_empty() {
         qb.push("'' FROM ").push(source).push(" a");

@@ -253,14 +253,40 @@ impl Store {
         lease_until: Timestamp,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
+        self.claim_kinds(now, lease_until, limit, None).await
+    }
+
+    /// [`Store::claim`], limited to rows of `kinds` when given: outside working hours the
+    /// dispatcher still sends what is never held (urgent concerns, admin alerts).
+    pub async fn claim_kinds(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: i64,
+        kinds: Option<&[&str]>,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         let (now, until) = (format_instant(now), format_instant(lease_until));
+        // Kinds are qaloop's own snake_case names, never user input; checked to be sure.
+        let kind_filter = match kinds {
+            None => String::new(),
+            Some(kinds) => {
+                if kinds
+                    .iter()
+                    .any(|k| !k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                {
+                    return Ok(Vec::new());
+                }
+                let list: Vec<String> = kinds.iter().map(|k| format!("'{k}'")).collect();
+                format!(" AND kind IN ({})", list.join(", "))
+            }
+        };
         let rows: Vec<Row> = match &self.backend {
             Backend::Postgres(pool) => {
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
                        SELECT id FROM outbox WHERE status IN ('pending', 'failed') \
                        AND next_attempt_at <= $2 AND not_before <= $2 \
-                       AND (claimed_until IS NULL OR claimed_until <= $2) \
+                       AND (claimed_until IS NULL OR claimed_until <= $2){kind_filter} \
                        ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                      RETURNING {COLUMNS}"
                 )))
@@ -276,7 +302,7 @@ impl Store {
                     "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
                        SELECT id FROM outbox WHERE status IN ('pending', 'failed') \
                        AND next_attempt_at <= $2 AND not_before <= $2 \
-                       AND (claimed_until IS NULL OR claimed_until <= $2) \
+                       AND (claimed_until IS NULL OR claimed_until <= $2){kind_filter} \
                        ORDER BY id LIMIT $3) \
                      RETURNING {COLUMNS}"
                 )))

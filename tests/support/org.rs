@@ -25,7 +25,7 @@ pub fn context() -> Context {
         tz: jiff::tz::TimeZone::get("Europe/London").unwrap(),
         fy: FinancialYear::starting_in(4).unwrap(),
         start_date: None,
-        router: None,
+        announcer: None,
     }
 }
 
