@@ -6,8 +6,13 @@
 //! ticking (its issue #113) delays nothing by more than a few minutes. All truth — periods, what
 //! exists — lives in the database; catch-up, DST and duplicates are the engine's job.
 //!
-//! **Invariant:** passes run one at a time, in the main loop; a shutdown signal is only acted on
-//! between passes, so the pass in flight always finishes.
+//! Around that: systemd notifications and the watchdog (`ops::systemd`), SIGHUP reloads
+//! (all or nothing), the ops listener, nightly backups, and on PostgreSQL a leader lease so
+//! only one node runs passes. Between passes the loop dispatches only when something is due.
+//!
+//! **Invariant:** passes run one at a time, in the main loop; a shutdown signal lets the pass or
+//! dispatch in flight finish (up to `SHUTDOWN_GRACE`, 60 s, inside the unit's `TimeoutStopSec`);
+//! past that it is dropped and its claimed rows are sent again once their lease runs out.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -34,9 +39,63 @@ use crate::ops::systemd;
 use crate::ops::vitals::{LastPass, Vitals};
 use crate::pass::run_pass;
 use crate::store::Store;
+use crate::store::lease::{Leadership, Lease};
 
 /// How long the loop waits for the scheduler before checking the clock itself.
 const FALLBACK_WAKE: Duration = Duration::from_secs(90);
+
+/// How often an idle loop looks at the outbox even when nothing it knows of is due: rows queued
+/// by other processes (`qaloop assignments complete`, another node) are sent within this.
+const IDLE_RECHECK: Duration = Duration::from_secs(5 * 60);
+
+/// When the loop next needs to dispatch: the earliest moment a queued message becomes
+/// sendable, read after every pass and dispatch. Between those, wake-ups cost no query.
+#[derive(Debug)]
+struct SendClock {
+    /// The earliest sendable moment known; `None`: the queue was empty.
+    next: Option<jiff::Timestamp>,
+    /// When the outbox was last looked at.
+    checked: std::time::Instant,
+}
+
+impl SendClock {
+    /// Whether to dispatch at `now`: something is due, or the last look is old.
+    fn due(&self, now: jiff::Timestamp) -> bool {
+        dispatch_due(self.next, now, self.checked.elapsed())
+    }
+
+    /// Reads the next sendable moment; on error, dispatches at the next wake.
+    async fn refresh(&mut self, store: &Store) {
+        self.next = match store.next_send_at().await {
+            Ok(next) => next,
+            Err(_) => Some(jiff::Timestamp::MIN),
+        };
+        self.checked = std::time::Instant::now();
+    }
+
+    /// How long the loop may sleep before the next known send (at least a second).
+    fn until_next(&self, now: jiff::Timestamp) -> Option<Duration> {
+        let next = self.next?;
+        let wait = now.duration_until(next);
+        Some(
+            Duration::try_from(wait)
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_secs(1)),
+        )
+    }
+}
+
+/// The rule of [`SendClock::due`], pure for testing.
+fn dispatch_due(
+    next: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+    since_check: Duration,
+) -> bool {
+    next.is_some_and(|t| t <= now) || since_check >= IDLE_RECHECK
+}
+
+/// On PostgreSQL, how often a follower checks whether the leader is gone.
+const LEASE_CHECK: Duration = Duration::from_secs(20);
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -227,7 +286,7 @@ struct Live {
 
 /// Runs the daemon until `shutdown` completes: a catch-up pass at start, then passes whenever
 /// [`Triggers`] says, and whenever the staff file changes. SIGHUP reloads the configuration
-/// (see [`reload`]); systemd hears `READY=1` once the first pass is done, `STATUS=` after each
+/// (see `reload`); systemd hears `READY=1` once the first pass is done, `STATUS=` after each
 /// pass, and `WATCHDOG=1` while the loop and the database are alive.
 pub async fn serve(
     settings: Settings,
@@ -260,8 +319,12 @@ pub async fn serve(
             cancel.clone(),
         ));
     }
-    // The loop must wake well inside the watchdog interval even when nothing is due.
-    let fallback = watchdog.map_or(FALLBACK_WAKE, |w| FALLBACK_WAKE.min(w / 3));
+    // The loop must wake well inside the watchdog interval even when nothing is due, and, on
+    // PostgreSQL, often enough for a follower to take over from a dead leader quickly.
+    let mut fallback = watchdog.map_or(FALLBACK_WAKE, |w| FALLBACK_WAKE.min(w / 3));
+    if store.backend_name() == "postgres" {
+        fallback = fallback.min(LEASE_CHECK);
+    }
 
     let mut triggers = Triggers::new(
         live.settings.daemon.every_minutes,
@@ -278,7 +341,22 @@ pub async fn serve(
         "qaloop serve starting"
     );
 
-    run_one(&live, &store, clock.as_ref(), &vitals, "start").await;
+    tokio::pin!(shutdown);
+    let mut lease = store.lease();
+    if lead(&mut lease, &vitals).await.leads()
+        && finish_or_stop(
+            run_one(&live, &store, clock.as_ref(), &vitals, "start"),
+            shutdown.as_mut(),
+        )
+        .await
+    {
+        lease.release().await;
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+        store.close().await;
+        return Ok(());
+    }
 
     let ops_state = OpsState {
         store: store.clone(),
@@ -328,16 +406,22 @@ pub async fn serve(
         .await?;
     scheduler.start().await?;
 
+    let mut sends = SendClock {
+        next: None,
+        checked: std::time::Instant::now(),
+    };
+    sends.refresh(&store).await;
     let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
     let mut staff_mtime = modified(&live.settings.organisation.staff_file);
-    tokio::pin!(shutdown);
     loop {
         let label = tokio::select! {
             biased;
             _ = &mut shutdown => break,
             Some(()) = hangup.recv() => "reload",
             Some(()) = wake_rx.recv() => "schedule",
-            _ = tokio::time::sleep(fallback) => {
+            _ = tokio::time::sleep(
+                sends.until_next(clock.now()).map_or(fallback, |d| d.min(fallback))
+            ) => {
                 tracing::debug!("no wake-up from the scheduler; checking the clock");
                 "fallback"
             }
@@ -354,7 +438,12 @@ pub async fn serve(
                 staff_mtime = modified(&live.settings.organisation.staff_file);
                 nightly =
                     nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
-                run_one(&live, &store, clock.as_ref(), &vitals, "reload").await;
+                if lead(&mut lease, &vitals).await.leads() {
+                    let work = run_one(&live, &store, clock.as_ref(), &vitals, "reload");
+                    if finish_or_stop(work, shutdown.as_mut()).await {
+                        break;
+                    }
+                }
             }
             systemd::ready(&status_line(&store, &vitals).await);
             continue;
@@ -375,44 +464,126 @@ pub async fn serve(
             vitals.busy(false);
         }
         let mtime = modified(&live.settings.organisation.staff_file);
-        if triggers.due(&now, &live.ctx.calendar) {
-            run_one(&live, &store, clock.as_ref(), &vitals, label).await;
+        let role = lead(&mut lease, &vitals).await;
+        let due = triggers.due(&now, &live.ctx.calendar);
+        if role == Leadership::Acquired || (due && role.leads()) {
+            let label = if role == Leadership::Acquired {
+                "takeover"
+            } else {
+                label
+            };
+            let work = run_one(&live, &store, clock.as_ref(), &vitals, label);
+            if finish_or_stop(work, shutdown.as_mut()).await {
+                break;
+            }
             staff_mtime = mtime;
+            sends.refresh(&store).await;
             systemd::status(&status_line(&store, &vitals).await);
-        } else if mtime != staff_mtime {
+        } else if mtime != staff_mtime && role.leads() {
             staff_mtime = mtime;
-            run_one(&live, &store, clock.as_ref(), &vitals, "staff-file").await;
+            let work = run_one(&live, &store, clock.as_ref(), &vitals, "staff-file");
+            if finish_or_stop(work, shutdown.as_mut()).await {
+                break;
+            }
+            sends.refresh(&store).await;
             systemd::status(&status_line(&store, &vitals).await);
         } else {
-            // Between passes: urgent alerts that fell due, then what working hours released and
-            // what is due a retry.
+            // Between passes: urgent alerts that fell due (one cheap read when there are none),
+            // then, only when something can be sent, what is ready: urgent alerts at any hour,
+            // what working hours released, what is due a retry.
             vitals.busy(true);
-            let result = crate::pass::between_passes(
-                &store,
-                &live.settings,
-                &live.ctx,
-                live.dispatcher.as_ref(),
-                now.timestamp(),
-            )
-            .instrument(tracing::info_span!("dispatch", trigger = label))
-            .await;
-            vitals.busy(false);
-            match result {
-                Ok(()) => vitals.db_answered(),
-                Err(e) => {
-                    tracing::error!(error = %e, "dispatch failed; will retry at the next wake-up")
+            let send_due = sends.due(now.timestamp());
+            let mut dispatched = false;
+            let work = async {
+                match crate::pass::between_passes(
+                    &store,
+                    &live.settings,
+                    &live.ctx,
+                    live.dispatcher.as_ref(),
+                    now.timestamp(),
+                    send_due,
+                )
+                .instrument(tracing::info_span!("dispatch", trigger = label))
+                .await
+                {
+                    Ok(sent) => {
+                        vitals.db_answered();
+                        dispatched = sent;
+                    }
+                    Err(e) => {
+                        dispatched = true;
+                        tracing::error!(
+                            error = %e,
+                            "dispatch failed; will retry at the next wake-up"
+                        )
+                    }
                 }
+            };
+            let stopping = finish_or_stop(work, shutdown.as_mut()).await;
+            vitals.busy(false);
+            if stopping {
+                break;
+            }
+            if dispatched {
+                sends.refresh(&store).await;
             }
         }
     }
     systemd::stopping();
     tracing::info!("shutting down");
+    lease.release().await;
     cancel.cancel();
     tasks.close();
     let _ = scheduler.shutdown().await;
     tasks.wait().await;
     store.close().await;
     Ok(())
+}
+
+/// How long a pass or dispatch in flight may go on after SIGTERM: inside the unit's
+/// `TimeoutStopSec=90s`, longer than one SMTP timeout (30 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
+/// Runs `work` to the end, unless `shutdown` completes first: then `work` gets
+/// [`SHUTDOWN_GRACE`] to finish (sends in flight complete and are recorded) before it is
+/// dropped. A dropped dispatch loses nothing: its claimed rows are sent again once their lease
+/// runs out, at most once more each. Returns whether shutdown was asked for; `shutdown` is not
+/// polled again after it completed.
+async fn finish_or_stop(
+    work: impl Future<Output = ()>,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        () = &mut work => false,
+        () = &mut shutdown => {
+            systemd::stopping();
+            tracing::info!(grace_s = SHUTDOWN_GRACE.as_secs(), "stopping: letting the work in flight finish");
+            if tokio::time::timeout(SHUTDOWN_GRACE, work).await.is_err() {
+                tracing::warn!("stopping: work in flight cut short; unrecorded sends go again after their lease");
+            }
+            true
+        }
+    }
+}
+
+/// Checks leadership (always held on SQLite) and logs changes.
+async fn lead(lease: &mut Lease, vitals: &Vitals) -> Leadership {
+    let role = lease.check().await;
+    match role {
+        Leadership::Acquired => {
+            tracing::info!("this node leads (PostgreSQL advisory lock): it runs the passes")
+        }
+        Leadership::Lost => tracing::warn!(
+            "lost the leadership (its lock connection failed): another node runs the passes"
+        ),
+        Leadership::Leader | Leadership::Follower => {}
+    }
+    if vitals.set_leader(role.leads()) && !role.leads() {
+        tracing::info!("another node leads: this one only sends messages");
+    }
+    role
 }
 
 /// One pass at the clock's `now`, recorded in `vitals`; a failure is logged, not fatal.
@@ -600,6 +771,57 @@ mod tests {
         assert_eq!(
             t.last_daily.get(&time(7, 30, 0, 0)),
             Some(&date(2027, 3, 29))
+        );
+    }
+
+    #[test]
+    fn an_idle_loop_dispatches_only_when_something_is_due_or_its_last_look_is_old() {
+        let now: jiff::Timestamp = "2027-06-15T09:00:00Z".parse().unwrap();
+        let later: jiff::Timestamp = "2027-06-15T09:30:00Z".parse().unwrap();
+        let minute = Duration::from_secs(60);
+        assert!(!dispatch_due(None, now, minute), "empty queue");
+        assert!(!dispatch_due(Some(later), now, minute), "held until later");
+        assert!(dispatch_due(Some(now), now, minute), "due now");
+        assert!(
+            dispatch_due(None, now, IDLE_RECHECK),
+            "look again now and then"
+        );
+        let clock = SendClock {
+            next: Some(later),
+            checked: std::time::Instant::now(),
+        };
+        assert_eq!(clock.until_next(now), Some(Duration::from_secs(1800)));
+        assert_eq!(clock.until_next(later), Some(Duration::from_secs(1)));
+    }
+
+    #[tokio::test]
+    async fn work_in_flight_finishes_when_shutdown_comes_and_runs_on_without_it() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // No shutdown: the work runs to its end.
+        let never = std::future::pending::<()>();
+        tokio::pin!(never);
+        assert!(!finish_or_stop(async {}, never.as_mut()).await);
+
+        // Shutdown already asked for: the work in flight still finishes (within the grace).
+        let done = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let work = {
+            let done = done.clone();
+            async move {
+                let _ = rx.await;
+                done.store(true, Ordering::SeqCst);
+            }
+        };
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            let _ = tx.send(());
+        });
+        let now = std::future::ready(());
+        tokio::pin!(now);
+        assert!(finish_or_stop(work, now.as_mut()).await);
+        assert!(
+            done.load(Ordering::SeqCst),
+            "the work in flight was cut short"
         );
     }
 

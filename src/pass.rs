@@ -108,18 +108,23 @@ pub async fn run_pass(
 }
 
 /// What the daemon does at every wake-up between passes (once a minute): queue the urgent
-/// alerts that fell due, then send what is ready — urgent alerts at any hour, what working
-/// hours released, what is due a retry.
+/// alerts that fell due, then — when `send_due` (the daemon knows a queued message is
+/// sendable) or urgent alerts were just queued — send what is ready: urgent alerts at any
+/// hour, what working hours released, what is due a retry. Returns whether it dispatched.
 pub async fn between_passes(
     store: &Store,
     settings: &Settings,
     ctx: &Context,
     dispatcher: Option<&crate::notify::dispatcher::Dispatcher>,
     now: Timestamp,
-) -> Result<(), StoreError> {
-    crate::notify::urgent::decide(store, ctx, &settings.urgent, now).await?;
-    if let Some(dispatcher) = dispatcher {
-        dispatcher.dispatch(store, now).await?;
+    send_due: bool,
+) -> Result<bool, StoreError> {
+    let queued = crate::notify::urgent::decide(store, ctx, &settings.urgent, now).await?;
+    match dispatcher {
+        Some(dispatcher) if send_due || queued > 0 => {
+            dispatcher.dispatch(store, now).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    Ok(())
 }

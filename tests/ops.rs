@@ -587,6 +587,31 @@ mod in_process {
         );
         assert_eq!(store.last_sent_at().await.unwrap(), None);
         assert_eq!(store.last_backup_at().await.unwrap(), None);
+        assert_eq!(store.next_send_at().await.unwrap(), None, "empty queue");
+
+        // A message held until working hours: the daemon may sleep until then, not poll.
+        let queued = at("2027-06-15T18:30:00Z");
+        let held = qaloop::store::NewOutbox {
+            key: "test:1:2027-06-15:S1:email".into(),
+            kind: "reminder".into(),
+            channel: "email".into(),
+            recipient: "S1".into(),
+            assignment_id: None,
+            context: "{}".into(),
+            not_before: at("2027-06-16T07:00:00Z"),
+            suppressed: false,
+        };
+        store.enqueue(&[held], queued).await.unwrap();
+        assert_eq!(
+            store.next_send_at().await.unwrap(),
+            Some(at("2027-06-16T07:00:00Z"))
+        );
+        assert_eq!(store.outbox_depth().await.unwrap(), 1);
+        let later = at("2027-06-16T09:00:00Z");
+        assert_eq!(
+            store.oldest_due_message(later).await.unwrap(),
+            Some(at("2027-06-16T07:00:00Z"))
+        );
     }
 
     #[tokio::test]
@@ -599,6 +624,66 @@ mod in_process {
         if let Some(db) = TestDb::postgres().await {
             aggregates_count_work_and_overdue(db).await;
         }
+    }
+
+    #[tokio::test]
+    async fn one_node_leads_on_postgresql_and_another_takes_over_when_its_session_dies() {
+        use qaloop::store::lease::Leadership::*;
+        let sqlite = TestDb::sqlite().await;
+        assert_eq!(
+            sqlite.store.lease().check().await,
+            Leader,
+            "SQLite always leads"
+        );
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        let other = db.second_store().await;
+        let (mut a, mut b) = (db.store.lease(), other.lease());
+
+        assert_eq!(a.check().await, Acquired);
+        assert_eq!(b.check().await, Follower);
+        assert_eq!(a.check().await, Leader);
+        assert_eq!(b.check().await, Follower);
+
+        // The leader's session dies (its process killed, its network gone): PostgreSQL frees
+        // the lock; the old leader notices at its next check, the other takes over.
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks \
+             WHERE locktype = 'advisory' AND objid = hashtext($1)::oid AND granted",
+        )
+        .bind(match &db.target {
+            super::support::store::Target::Postgres { schema, .. } => schema.clone(),
+            super::support::store::Target::Sqlite(_) => unreachable!(),
+        })
+        .fetch_all(&admin_pool().await)
+        .await
+        .unwrap();
+        assert_eq!(killed, [true]);
+        assert_eq!(a.check().await, Lost);
+        let mut took_over = false;
+        for _ in 0..100 {
+            if b.check().await == Acquired {
+                took_over = true;
+                break;
+            }
+            // The server frees a terminated session's locks asynchronously: poll, bounded.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(took_over, "the follower did not take over");
+        assert_eq!(a.check().await, Follower);
+
+        // A clean release hands over at once.
+        b.release().await;
+        assert_eq!(a.check().await, Acquired);
+    }
+
+    async fn admin_pool() -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&super::support::store::pg_url())
+            .await
+            .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -875,4 +960,54 @@ fn generate_writes_section_8_man_pages_and_shell_completions() {
         assert!(stdout(&out).contains(marker), "{shell}: {}", stdout(&out));
         assert!(stdout(&out).contains("restore"), "{shell}");
     }
+}
+
+/// Two `serve` processes on one PostgreSQL schema: one leads, the other only sends; `kill -9`
+/// of the leader hands the passes to the other within the lease check interval (20 s).
+#[tokio::test]
+async fn two_nodes_on_postgresql_one_leads_and_the_other_takes_over_after_kill_9() {
+    let Some(db) = support::store::TestDb::postgres().await else {
+        return;
+    };
+    let support::store::Target::Postgres { url, schema } = db.target.clone() else {
+        unreachable!()
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}options[search_path]={schema}");
+    let s = Setup::new();
+    let spawn = |log: &str| {
+        s.command(&["serve"])
+            .env("QALOOP__DATABASE__URL", &url)
+            .env("QALOOP__OPS__LISTEN", "off")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(s.path(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+
+    let mut a = spawn("a.log");
+    wait_for_log(&s.path("a.log"), "this node leads", 1, &mut a);
+    wait_for_log(&s.path("a.log"), "pass complete", 1, &mut a);
+    let mut b = spawn("b.log");
+    let text = wait_for_log(&s.path("b.log"), "another node leads", 1, &mut b);
+    assert!(!text.contains("this node leads"), "{text}");
+    assert!(
+        !text.contains("pass complete"),
+        "the follower ran a pass: {text}"
+    );
+
+    signal(&a, "-KILL");
+    a.wait().unwrap();
+    let start = Instant::now();
+    let text = wait_for_log(&s.path("b.log"), "trigger=\"takeover\"", 1, &mut b);
+    assert!(text.contains("this node leads"), "{text}");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "took over after {:?}",
+        start.elapsed()
+    );
+    wait_for_log(&s.path("b.log"), "pass complete", 1, &mut b);
+
+    signal(&b, "-TERM");
+    assert!(b.wait().unwrap().success());
 }

@@ -34,6 +34,8 @@ pub struct Vitals {
     db_ok: Mutex<Option<Instant>>,
     /// The last pass.
     last_pass: Mutex<Option<LastPass>>,
+    /// Whether this node runs passes (always on SQLite; the lease holder on PostgreSQL).
+    leader: Mutex<bool>,
 }
 
 impl Default for Vitals {
@@ -43,6 +45,7 @@ impl Default for Vitals {
             busy_since: Mutex::new(None),
             db_ok: Mutex::new(None),
             last_pass: Mutex::new(None),
+            leader: Mutex::new(true),
         }
     }
 }
@@ -75,6 +78,19 @@ impl Vitals {
     /// A pass finished.
     pub fn pass_finished(&self, pass: LastPass) {
         *lock(&self.last_pass) = Some(pass);
+    }
+
+    /// Records whether this node leads; returns whether that changed.
+    pub fn set_leader(&self, leads: bool) -> bool {
+        let mut leader = lock(&self.leader);
+        let changed = *leader != leads;
+        *leader = leads;
+        changed
+    }
+
+    /// Whether this node runs passes.
+    pub fn is_leader(&self) -> bool {
+        *lock(&self.leader)
     }
 
     /// The last pass, if any ran.

@@ -94,6 +94,7 @@ macro_rules! on_pool {
 
 pub mod actions;
 pub mod concerns;
+pub mod lease;
 pub mod outbox;
 pub mod stats;
 

@@ -328,3 +328,28 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// The earliest moment a queued message (pending or failed) can be claimed: the latest of
+    /// its retry time, its working-hours hold and any current claim's lease. `None` when the
+    /// queue is empty. Lets the daemon sleep instead of polling.
+    pub async fn next_send_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        let text: Option<String> = on_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT MIN(CASE WHEN claimed_until IS NOT NULL AND claimed_until > t THEN claimed_until ELSE t END) \
+                 FROM (SELECT claimed_until, CASE WHEN not_before > next_attempt_at THEN not_before \
+                       ELSE next_attempt_at END AS t \
+                       FROM outbox WHERE status IN ('pending', 'failed')) AS q",
+            )
+            .fetch_one(pool)
+            .await?
+        });
+        text.map(|t| {
+            super::parse_instant(&t).map_err(|_| StoreError::Corrupt {
+                column: "outbox.next_attempt_at",
+                value: t,
+            })
+        })
+        .transpose()
+    }
+}
