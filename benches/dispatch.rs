@@ -567,6 +567,7 @@ async fn qaloop_path(scenario: &Scenario, db: &Db) -> anyhow::Result<Times> {
         Arc::new(Templates::load(None)?),
         RetryPolicy {
             max_attempts: 3,
+            give_up_after_working_days: 3,
             base: Duration::from_secs(60),
             max: Duration::from_secs(60),
         },

@@ -245,8 +245,11 @@ impl Settings {
                 problems.push(at(key, format!("`{time}` is not a time (HH:MM)")));
             }
         }
-        if self.notify.max_attempts == 0 {
-            problems.push(at("notify.max_attempts", "must be at least 1".into()));
+        if self.notify.give_up_after_working_days == 0 {
+            problems.push(at(
+                "notify.give_up_after_working_days",
+                "must be at least 1".into(),
+            ));
         }
         let names: Vec<&str> = self.channels.iter().map(|c| c.name()).collect();
         for (i, name) in names.iter().enumerate() {

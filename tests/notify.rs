@@ -321,11 +321,14 @@ async fn mail_waits_for_working_hours(db: TestDb) {
 }
 
 async fn a_relay_down_for_three_days_delivers_everything_once_in_order(db: TestDb) {
-    let config = NotifyConfig {
-        max_attempts: 30,
-        ..NotifyConfig::default()
-    };
-    let mut h = harness(db, Options::default(), config, date(2027, 5, 1)).await;
+    // Default settings: nothing is given up while it is still useful.
+    let mut h = harness(
+        db,
+        Options::default(),
+        NotifyConfig::default(),
+        date(2027, 5, 1),
+    )
+    .await;
     h.smtp.stop().await;
 
     // Down from Tuesday 4 May to Thursday 6 May; passes every hour in working hours.
@@ -557,7 +560,7 @@ async fn webhook_rate_limits_and_errors_are_retried_as_the_peer_asks(db: TestDb)
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "120"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "7200"))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
@@ -636,12 +639,12 @@ async fn webhook_rate_limits_and_errors_are_retried_as_the_peer_asks(db: TestDb)
         .find(|r| r.last_error.as_deref().unwrap_or("").contains("429"))
         .unwrap();
     assert!(
-        limited.next_attempt_at >= nine + 120.seconds(),
-        "Retry-After honoured"
+        limited.next_attempt_at >= nine + 7200.seconds(),
+        "Retry-After honoured as given, two hours, not cut to one"
     );
 
     // A minute later the 500 has waited out its backoff (30–60 s for a first retry) but the
-    // rate-limited post waits its two minutes; three minutes later it goes too.
+    // rate-limited post waits its two hours, through passes at every hour; then it goes too.
     assert_eq!(
         dispatcher
             .dispatch(&db.store, nine + 1.minute())
@@ -650,11 +653,15 @@ async fn webhook_rate_limits_and_errors_are_retried_as_the_peer_asks(db: TestDb)
             .sent,
         1
     );
+    for later in [nine + 1.hour(), nine + 119.minutes()] {
+        let report = dispatcher.dispatch(&db.store, later).await.unwrap();
+        assert_eq!(report.sent, 0, "not retried sooner than Retry-After");
+    }
     let row = db.store.outbox_row(limited.id).await.unwrap().unwrap();
     assert_eq!(row.status, OutboxStatus::Failed);
     assert_eq!(
         dispatcher
-            .dispatch(&db.store, nine + 3.minutes())
+            .dispatch(&db.store, nine + 2.hours())
             .await
             .unwrap()
             .sent,

@@ -20,6 +20,7 @@ use support::store::TestDb;
 both_backends!(
     two_dispatchers_and_a_slow_relay_send_each_message_once,
     a_reminder_cancelled_while_it_is_failing_is_never_sent,
+    a_relay_down_over_a_weekend_loses_nothing_with_default_settings,
 );
 
 /// Work created on Tuesday 1 June 2027 at 09:00 London: new-work notices due at once.
@@ -172,4 +173,74 @@ async fn a_reminder_cancelled_while_it_is_failing_is_never_sent(db: TestDb) {
             .any(|(to, _, _)| to == "tm1@example-council.test"),
         "never sent"
     );
+}
+
+async fn a_relay_down_over_a_weekend_loses_nothing_with_default_settings(db: TestDb) {
+    let mut smtp = SmtpServer::start(Options::default()).await;
+    let (ctx, dispatcher) = start(smtp.port(), &NotifyConfig::default());
+    let local = |day: jiff::civil::Date, hour: i8| {
+        day.at(hour, 0, 0, 0)
+            .to_zoned(ctx.tz.clone())
+            .unwrap()
+            .timestamp()
+    };
+    // Friday 1 October 2027: a month and a quarter begin, so there is new work to announce.
+    let friday = jiff::civil::date(2027, 10, 1);
+    let monday = jiff::civil::date(2027, 10, 4);
+    let start_at = local(friday, 15);
+    import_staff(
+        &db.store,
+        &ctx,
+        &small_org(),
+        "test",
+        ctx.today(start_at),
+        start_at,
+    )
+    .await
+    .unwrap();
+    // The relay goes down at 16:00 on Friday; the work (and its notices) appear then.
+    smtp.stop().await;
+    reconcile(&db.store, &ctx, local(friday, 16)).await.unwrap();
+    let queued = db
+        .store
+        .outbox(Some(OutboxStatus::Pending), 1000)
+        .await
+        .unwrap()
+        .len();
+    assert!(queued > 0);
+
+    // The daemon keeps dispatching every ten minutes all weekend and into Monday morning.
+    let mut now = local(friday, 16);
+    while now < local(monday, 10) {
+        dispatcher.dispatch(&db.store, now).await.unwrap();
+        now += SignedDuration::from_mins(10);
+    }
+    smtp.restart().await;
+    while now < local(monday, 18) {
+        dispatcher.dispatch(&db.store, now).await.unwrap();
+        now += SignedDuration::from_mins(10);
+    }
+
+    assert!(
+        db.store
+            .outbox(Some(OutboxStatus::Dead), 1000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing dead"
+    );
+    let sent = db
+        .store
+        .outbox(Some(OutboxStatus::Sent), 1000)
+        .await
+        .unwrap();
+    assert_eq!(sent.len(), queued, "everything delivered");
+    assert!(
+        sent.iter()
+            .all(|r| r.sent_at.is_some_and(|t| ctx.today(t) == monday)),
+        "on Monday"
+    );
+    let received = mail(&smtp);
+    let ids: std::collections::HashSet<_> = received.iter().map(|(_, _, id)| id).collect();
+    assert_eq!(ids.len(), received.len(), "once each");
 }

@@ -14,7 +14,7 @@
 //! - 2xx: delivered (Teams Workflows answers 202 and runs the flow later, so a flow that fails
 //!   afterwards is invisible here).
 //! - 429, 408 and 5xx: [`DeliveryError::Temporary`], with the peer's `Retry-After` (seconds or
-//!   HTTP-date, capped at [`MAX_RETRY_AFTER`]) when it gave one.
+//!   HTTP-date, honoured as given) when it gave one.
 //! - 3xx: permanent. Redirects are never followed: the URL is a secret and a redirect could
 //!   carry the post (and, for the generic webhook, its signature) to another host.
 //! - Other 4xx: permanent, with the status and the start of the body (Slack answers
@@ -132,8 +132,6 @@ const SLACK_TEXT_MAX_CHARS: usize = 3_000;
 const TITLE_MAX_CHARS: usize = 250;
 /// Appended where text was cut to fit a peer's limit, so a reader knows there is more.
 pub const TRUNCATED: &str = "… (truncated)";
-/// The longest `Retry-After` honoured: a peer asking for a day is treated as asking for this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 /// How much of an error body is read, and how much of it goes into the error reason.
 const BODY_READ_BYTES: usize = 1024;
 const BODY_REASON_CHARS: usize = 200;
@@ -736,8 +734,9 @@ fn classify(
 }
 
 /// A `Retry-After` value as a delay from `now`: either seconds (`120`) or an HTTP-date
-/// (`Wed, 21 Oct 2015 07:28:00 GMT`; a date in the past means "now"). Capped at
-/// [`MAX_RETRY_AFTER`]. `None` when it is neither.
+/// (`Wed, 21 Oct 2015 07:28:00 GMT`; a date in the past means "now"), as given: the dispatcher
+/// gives a message up if the peer asks it to wait past the point where it is still useful.
+/// `None` when it is neither.
 fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     let value = value.trim();
     let delay = if let Ok(seconds) = value.parse::<u64>() {
@@ -749,7 +748,7 @@ fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
         let seconds = at.as_second().saturating_sub(now.as_second());
         Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
     };
-    Some(delay.min(MAX_RETRY_AFTER))
+    Some(delay)
 }
 
 /// The start of an error answer's body, on one line, for the error reason. Reads at most
@@ -1073,7 +1072,11 @@ mod tests {
             parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
             Some(Duration::ZERO)
         );
-        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("86400", now),
+            Some(Duration::from_secs(86_400)),
+            "honoured as given, not capped"
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 

@@ -56,8 +56,10 @@ const NEVER_HELD: [&str; 2] = ["urgent_concern", "admin_alert"];
 /// Retry policy, from `[notify]`.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
-    /// Attempts before giving up.
+    /// A cap on attempts; 0: none (messages are given up by age).
     pub max_attempts: u32,
+    /// Give up on a message this many working days after it was queued.
+    pub give_up_after_working_days: u32,
     /// First delay.
     pub base: Duration,
     /// Longest delay.
@@ -69,6 +71,7 @@ impl RetryPolicy {
     pub fn from_config(config: &NotifyConfig) -> Self {
         Self {
             max_attempts: config.max_attempts,
+            give_up_after_working_days: config.give_up_after_working_days,
             base: Duration::from_secs(config.backoff_base_seconds),
             max: Duration::from_secs(config.backoff_max_seconds),
         }
@@ -76,7 +79,8 @@ impl RetryPolicy {
 
     /// The delay before retry number `attempt` (1 for the first retry): exponential, capped,
     /// with "equal jitter" (half fixed, half random) so a relay that comes back is not hit by
-    /// every message at once; never shorter than the peer's `Retry-After`.
+    /// every message at once; never shorter than the peer's `Retry-After`, which is honoured
+    /// as given (a message whose retry would fall after it is too old is given up instead).
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exp = self.base.saturating_mul(
             1u32.checked_shl(attempt.saturating_sub(1).min(20))
@@ -120,6 +124,16 @@ enum Outcome {
     Retry(Timestamp, String),
     Dead(String),
     Cancelled,
+    /// No longer useful (a reminder whose due date passed): withdrawn, no admin alert.
+    Expired(String),
+}
+
+/// Until when a failing message is still worth retrying.
+enum Expiry {
+    /// A reminder or due-today notice: until the end of the latest due date it names.
+    DueDatePassed(Timestamp),
+    /// Anything else: `give_up_after_working_days` after it was queued.
+    TooOld(Timestamp),
 }
 
 impl Dispatcher {
@@ -349,6 +363,7 @@ impl Dispatcher {
                 Outcome::Retry(..) => "retry",
                 Outcome::Dead(_) => "dead",
                 Outcome::Cancelled => "cancelled",
+                Outcome::Expired(_) => "expired",
             };
             crate::ops::metrics::record_send(&row.channel, result);
             match outcome {
@@ -368,6 +383,10 @@ impl Dispatcher {
                     store
                         .mark_cancelled(row.id, claim, "recipient is no longer on the staff list")
                         .await?;
+                }
+                Outcome::Expired(reason) => {
+                    tracing::warn!(outbox_id = row.id, channel = %row.channel, recipient = %row.recipient, %reason, "undelivered notice withdrawn");
+                    store.mark_cancelled(row.id, claim, reason).await?;
                 }
             }
         }
@@ -420,14 +439,57 @@ impl Dispatcher {
                 let attempt = u32::try_from(row.attempts)
                     .unwrap_or(u32::MAX)
                     .saturating_add(1);
-                if attempt >= self.policy.max_attempts {
-                    Outcome::Dead(format!("gave up after {attempt} attempts: {reason}"))
-                } else {
-                    let delay = self.policy.delay(attempt, retry_after);
-                    let delay =
-                        SignedDuration::try_from(delay).unwrap_or(SignedDuration::from_hours(1));
-                    Outcome::Retry(now + delay, reason)
+                let delay = self.policy.delay(attempt, retry_after);
+                let retry_at = SignedDuration::try_from(delay)
+                    .ok()
+                    .and_then(|d| now.checked_add(d).ok())
+                    .unwrap_or(Timestamp::MAX);
+                match self.expiry(row, message) {
+                    _ if self.policy.max_attempts > 0 && attempt >= self.policy.max_attempts => {
+                        Outcome::Dead(format!("gave up after {attempt} attempts: {reason}"))
+                    }
+                    Expiry::DueDatePassed(end) if retry_at >= end => Outcome::Expired(format!(
+                        "withdrawn undelivered: its due date has passed (last error: {reason})"
+                    )),
+                    Expiry::TooOld(end) if retry_at >= end => Outcome::Dead(format!(
+                        "gave up after {} working days undelivered ({attempt} attempts): {reason}",
+                        self.policy.give_up_after_working_days
+                    )),
+                    _ => Outcome::Retry(retry_at, reason),
                 }
+            }
+        }
+    }
+
+    /// Until when a failing row is worth retrying (see [`Expiry`]), in the organisation's zone
+    /// and working days; without them (no routing configured), in calendar days.
+    fn expiry(&self, row: &OutboxRow, message: &Message) -> Expiry {
+        let days = self.policy.give_up_after_working_days;
+        // Counted from when it could first go out (a message queued on a Saturday waits for
+        // Monday's working hours, and its three working days start then).
+        let queued = row.created_at.max(row.not_before);
+        let Some((hours, calendar)) = &self.hours else {
+            let span = SignedDuration::from_hours(24 * i64::from(days));
+            return Expiry::TooOld(queued.checked_add(span).unwrap_or(Timestamp::MAX));
+        };
+        let at_start_of = |day: jiff::civil::Date| {
+            day.to_zoned(hours.tz.clone())
+                .map(|z| z.timestamp())
+                .unwrap_or(Timestamp::MAX)
+        };
+        match (message.kind, &message.calendar) {
+            (Kind::Reminder | Kind::DueToday, Some(event)) => {
+                Expiry::DueDatePassed(at_start_of(event.date.tomorrow().unwrap_or(event.date)))
+            }
+            _ => {
+                let queued = queued.to_zoned(hours.tz.clone());
+                let last = calendar.nth_working_day_after(queued.date(), days);
+                Expiry::TooOld(
+                    last.to_datetime(queued.time())
+                        .to_zoned(hours.tz.clone())
+                        .map(|z| z.timestamp())
+                        .unwrap_or(Timestamp::MAX),
+                )
             }
         }
     }

@@ -112,8 +112,13 @@ pub struct NotifyConfig {
     /// Hold messages outside working hours and days (the default); the example configuration
     /// turns this off so a first run shows mail at once.
     pub hold_outside_working_hours: bool,
-    /// Attempts before a message is dead and an admin alert goes out.
+    /// A cap on attempts (0, the default: none). Messages are given up by age instead:
+    /// see `give_up_after_working_days`.
     pub max_attempts: u32,
+    /// A message that still cannot be delivered this many working days after it was queued is
+    /// given up (dead, with an admin alert). A reminder or due-today notice is withdrawn sooner:
+    /// once its due date has passed (the chases take over).
+    pub give_up_after_working_days: u32,
     /// First retry delay in seconds; doubles each attempt (with jitter), up to `backoff_max_seconds`.
     pub backoff_base_seconds: u64,
     /// Longest retry delay in seconds.
@@ -137,7 +142,8 @@ impl Default for NotifyConfig {
             working_hours_start: "08:00".into(),
             working_hours_end: "18:00".into(),
             hold_outside_working_hours: true,
-            max_attempts: 8,
+            max_attempts: 0,
+            give_up_after_working_days: 3,
             backoff_base_seconds: 60,
             backoff_max_seconds: 6 * 3600,
             admin_channel: None,
