@@ -473,6 +473,7 @@ fn template_context(i: usize) -> TemplateContext {
             assignee: staff_id(i % STAFF),
             subject: None,
             link: format!("{BASE_URL}/assignments/{id}"),
+            ..Item::default()
         }],
         ..TemplateContext::new(Kind::NewAssignment)
     }

@@ -46,7 +46,7 @@ async fn harness(db: TestDb, options: Options, config: NotifyConfig, start: Date
         std::slice::from_ref(&settings),
         "Example Council",
         ctx.tz.clone(),
-        vec![],
+        support::org::single_messages(),
     )));
     let ChannelSettings::Email(email) = &settings else {
         unreachable!()
@@ -590,7 +590,7 @@ async fn webhook_rate_limits_and_errors_are_retried_as_the_peer_asks(db: TestDb)
         std::slice::from_ref(&settings),
         "Example Council",
         ctx.tz.clone(),
-        vec![],
+        support::org::single_messages(),
     )));
     let channel: Arc<dyn Channel> = Arc::new(
         qaloop::notify::chat::WebhookChannel::from_settings(&settings, std::path::Path::new("."))

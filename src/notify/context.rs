@@ -22,6 +22,13 @@ pub struct TemplateContext {
     pub today: String,
     /// The work the notification is about: one item for single notices, many for digests.
     pub items: Vec<Item>,
+    /// The daily message: the recipient's reports' overdue work that reached an escalation
+    /// point today (or, in a catch-up summary, since the last message).
+    #[serde(default)]
+    pub team_items: Vec<Item>,
+    /// The recipient's name from the staff file, for the greeting.
+    #[serde(default)]
+    pub recipient_name: Option<String>,
     /// Escalations: whose overdue work it is (staff id).
     pub about: Option<String>,
     /// Escalations: 1 for the line manager, 2 for the next manager up.
@@ -81,8 +88,20 @@ pub struct Item {
     pub days_overdue: Option<u32>,
     /// Who holds it: a staff id or `role:NAME`.
     pub assignee: String,
+    /// The holder's name (or the role's name), for people to read.
+    #[serde(default)]
+    pub assignee_name: String,
     /// Who it is about (a moderation's audit author), if anyone.
     pub subject: Option<String>,
+    /// Their name.
+    #[serde(default)]
+    pub subject_name: Option<String>,
+    /// Created since the recipient's last daily message.
+    #[serde(default)]
+    pub new: bool,
+    /// For escalated items: their holder's line manager's name (who has been told first).
+    #[serde(default)]
+    pub manager_name: Option<String>,
     /// Link to the assignment: `{base_url}/assignments/{id}`.
     pub link: String,
 }

@@ -11,6 +11,9 @@ use crate::store::{AssignmentFilter, Store, StoreError};
 
 /// `meta` key: the last local date notices were decided for.
 pub const LAST_DATE_KEY: &str = "notify_last_date";
+/// `meta` key: the instant of the last decision; work created after it is "new" in the next
+/// daily message.
+pub const DECIDED_AT_KEY: &str = "notify_decided_at";
 /// `meta` key: the overdue total in the last senior-leadership digest.
 pub const SLT_TOTAL_KEY: &str = "slt_digest_last_total";
 
@@ -60,7 +63,11 @@ pub async fn decide(
         Some(last) => ctx.calendar.working_days_between(last, today) > 1,
     };
     let org = Org::new(store.people().await?);
-    let mut notices = daily_notices(ctx, router, &org, &open, today, catch_up);
+    let new_since = store
+        .meta(DECIDED_AT_KEY)
+        .await?
+        .and_then(|t| crate::store::parse_instant(&t).ok());
+    let mut notices = daily_notices(ctx, router, &org, &open, today, catch_up, new_since);
     let previous: Option<u32> = store
         .meta(SLT_TOTAL_KEY)
         .await?
@@ -75,6 +82,9 @@ pub async fn decide(
         store.set_meta(SLT_TOTAL_KEY, &total.to_string()).await?;
     }
     store.set_meta(LAST_DATE_KEY, &today.to_string()).await?;
+    store
+        .set_meta(DECIDED_AT_KEY, &crate::store::format_instant(now))
+        .await?;
     if queued > 0 {
         tracing::info!(queued, catch_up, "notifications decided");
     }

@@ -28,10 +28,36 @@ fn title(ctx: &Context, activity_id: &str) -> String {
         .unwrap_or_else(|| activity_id.to_owned())
 }
 
-/// A template item for an assignment as of `today`.
-pub fn item(ctx: &Context, router: &Router, a: &Assignment, today: Date) -> Item {
+/// A person's name from the staff file, or their staff id if they are not on it.
+fn name_of(org: &Org, staff_id: &str) -> String {
+    org.get(staff_id)
+        .map(|p| p.record.name.clone())
+        .unwrap_or_else(|| staff_id.to_owned())
+}
+
+/// Who holds work, for people to read: a name, or the role in words ("Performance unit").
+fn holder_name(org: &Org, assignee: &Assignee) -> String {
+    match assignee {
+        Assignee::Person(id) => name_of(org, id),
+        Assignee::Role(role) => {
+            let words = role.replace('_', " ");
+            let mut chars = words.chars();
+            chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect())
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// A template item for an assignment as of `today`, with names from `org`.
+pub fn item(ctx: &Context, router: &Router, org: &Org, a: &Assignment, today: Date) -> Item {
     let (until, overdue) = timing(ctx, a.due, today);
     Item {
+        assignee_name: holder_name(org, &a.assignee),
+        subject_name: a.subject.as_deref().map(|s| name_of(org, s)),
+        new: false,
+        manager_name: None,
         id: a.id,
         activity: a.activity_id.clone(),
         title: title(ctx, &a.activity_id),
@@ -84,7 +110,12 @@ pub fn new_assignment_notices(
             continue;
         }
         let stored = a.stored(id);
-        notices.extend(assigned_notices(ctx, router, org, &stored, today));
+        // Everyone else hears of it in their next daily message.
+        notices.extend(
+            assigned_notices(ctx, router, org, &stored, today)
+                .into_iter()
+                .filter(|n| !router.wants_digest(&n.recipient)),
+        );
     }
     notices
 }
@@ -102,7 +133,7 @@ pub fn assigned_notices(
         .into_iter()
         .map(|person| {
             let mut context = router.context(Kind::NewAssignment, &person, today);
-            context.items = vec![item(ctx, router, a, today)];
+            context.items = vec![item(ctx, router, org, a, today)];
             Notice {
                 kind: Kind::NewAssignment,
                 reference: format!("a{}:{}", a.id, a.assignee),
@@ -118,8 +149,16 @@ pub fn assigned_notices(
         .collect()
 }
 
-/// Today's reminders, due-today notices, chases, escalations and digests for `open` work; or,
-/// in catch-up mode, one summary per person.
+/// Today's notices for `open` work.
+///
+/// By default each person gets **one message** (kind `digest`): the work created since the last
+/// decision (`new_since`), what the reminder, due-today and chase rules select today, and, for
+/// a manager, their reports' overdue work that reached an escalation point today — sectioned,
+/// oldest first; a day with nothing selected sends nothing. People who chose single messages
+/// (`daily_digest = false`) get a notice per item instead, and new work at once. In catch-up
+/// mode (missed working days, or a first start part-way through) everyone gets one summary
+/// (`catch_up`) of all their open work, with their reports' work that escalated meanwhile, and
+/// the single escalations that came due are recorded as folded into it.
 pub fn daily_notices(
     ctx: &Context,
     router: &Router,
@@ -127,14 +166,14 @@ pub fn daily_notices(
     open: &[Assignment],
     today: Date,
     catch_up: bool,
+    new_since: Option<jiff::Timestamp>,
 ) -> Vec<Notice> {
     if !ctx.calendar.is_working_day(today) && !catch_up {
         return Vec::new();
     }
     let mut notices = Vec::new();
-    // Single notices held back for people who want one daily digest (or, in catch-up mode, for
-    // everyone): staff id → items.
-    let mut bundled: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+    // The daily messages being built: staff id → (own items, team items).
+    let mut bundled: BTreeMap<String, (Vec<Item>, Vec<Item>)> = BTreeMap::new();
 
     for a in open {
         let Some(activity) = ctx.schedule.activity(&a.activity_id) else {
@@ -143,7 +182,8 @@ pub fn daily_notices(
         let settings = &activity.notify;
         let (until, overdue) = timing(ctx, a.due, today);
         let (people, post_as) = holders(org, &a.assignee);
-        let item = item(ctx, router, a, today);
+        let mut item = item(ctx, router, org, a, today);
+        item.new = new_since.is_none_or(|t| a.created_at > t);
 
         let single = match (until, overdue) {
             (Some(0), _) if settings.on_due_date => Some(Kind::DueToday),
@@ -156,32 +196,28 @@ pub fn daily_notices(
             _ => None,
         };
         for person in &people {
-            if catch_up {
+            if catch_up || (router.wants_digest(person) && (single.is_some() || item.new)) {
                 bundled
                     .entry(person.clone())
                     .or_default()
+                    .0
                     .push(item.clone());
-            } else if let Some(kind) = single {
-                if router.wants_digest(person) {
-                    bundled
-                        .entry(person.clone())
-                        .or_default()
-                        .push(item.clone());
-                } else {
-                    let mut context = router.context(kind, person, today);
-                    context.items = vec![item.clone()];
-                    notices.push(Notice {
-                        kind,
-                        reference: format!("a{}", a.id),
-                        date: Some(today),
-                        recipient: person.clone(),
-                        post_as: post_as.clone(),
-                        assignment_id: Some(a.id),
-                        immediate: false,
-                        suppressed: false,
-                        context,
-                    });
-                }
+            } else if let Some(kind) = single
+                && !router.wants_digest(person)
+            {
+                let mut context = router.context(kind, person, today);
+                context.items = vec![item.clone()];
+                notices.push(Notice {
+                    kind,
+                    reference: format!("a{}", a.id),
+                    date: Some(today),
+                    recipient: person.clone(),
+                    post_as: post_as.clone(),
+                    assignment_id: Some(a.id),
+                    immediate: false,
+                    suppressed: false,
+                    context,
+                });
             }
         }
 
@@ -194,14 +230,18 @@ pub fn daily_notices(
             if after == 0 || days < after {
                 continue;
             }
-            let mut managers: Vec<String> = people
+            let chains: Vec<Vec<&crate::org::Person>> = people
                 .iter()
-                .filter_map(|p| {
-                    let chain: Vec<_> = org
-                        .managers_of(p)
+                .map(|p| {
+                    org.managers_of(p)
                         .into_iter()
                         .filter(|m| m.is_current())
-                        .collect();
+                        .collect()
+                })
+                .collect();
+            let mut managers: Vec<String> = chains
+                .iter()
+                .filter_map(|chain| {
                     chain
                         .get(usize::from(level) - 1)
                         .map(|m| m.record.staff_id.clone())
@@ -209,9 +249,27 @@ pub fn daily_notices(
                 .collect();
             managers.sort();
             managers.dedup();
+            let mut escalated = item.clone();
+            escalated.manager_name = chains
+                .first()
+                .and_then(|chain| chain.first())
+                .map(|m| m.record.name.clone());
             for manager in managers {
+                // In the manager's daily message on the day it reaches this level; in a
+                // catch-up summary if it reached it while qaloop was down.
+                let in_message = router.wants_digest(&manager) && (days == after || catch_up);
+                if in_message {
+                    bundled
+                        .entry(manager.clone())
+                        .or_default()
+                        .1
+                        .push(escalated.clone());
+                }
+                if router.wants_digest(&manager) && !catch_up {
+                    continue;
+                }
                 let mut context = router.context(Kind::Escalation, &manager, today);
-                context.items = vec![item.clone()];
+                context.items = vec![escalated.clone()];
                 context.about = Some(a.assignee.to_string());
                 context.level = Some(level);
                 notices.push(Notice {
@@ -236,13 +294,18 @@ pub fn daily_notices(
     } else {
         Kind::Digest
     };
-    for (person, mut items) in bundled {
-        if items.is_empty() {
+    for (person, (mut items, mut team_items)) in bundled {
+        if items.is_empty() && team_items.is_empty() {
             continue;
         }
-        items.sort_by(|a, b| (&a.due, a.id).cmp(&(&b.due, b.id)));
+        let oldest_first = |a: &Item, b: &Item| (&a.due, a.id).cmp(&(&b.due, b.id));
+        items.sort_by(oldest_first);
+        team_items.sort_by(oldest_first);
+        team_items.dedup_by_key(|i| i.id);
         let mut context = router.context(kind, &person, today);
+        context.recipient_name = org.get(&person).map(|p| p.record.name.clone());
         context.items = items;
+        context.team_items = team_items;
         notices.push(Notice {
             kind,
             reference: kind.as_str().to_owned(),
@@ -298,7 +361,7 @@ pub fn slt_digest(
             .or_default()
             .entry(team)
             .or_default()
-            .push(item(ctx, router, a, today));
+            .push(item(ctx, router, org, a, today));
     }
     let groups: Vec<Group> = services
         .into_iter()
@@ -380,11 +443,13 @@ mod tests {
             &channels,
             "Test Council",
             jiff::tz::TimeZone::get("Europe/London").unwrap(),
-            digest_for
+            // Everyone named gets the daily message; everyone else chose single messages, so
+            // each rule's notices can be seen one by one.
+            ["HOS", "SL", "TM", "PU1", "PU2"]
                 .iter()
                 .map(|id| Preference {
                     staff_id: (*id).into(),
-                    daily_digest: true,
+                    daily_digest: Some(digest_for.contains(id)),
                     channels: None,
                 })
                 .collect(),
@@ -441,9 +506,12 @@ mod tests {
         }
     }
 
+    /// A last decision after everything in these tests was created: nothing counts as new.
+    const SEEN: Option<jiff::Timestamp> = Some(jiff::Timestamp::MAX);
+
     fn kinds_on(day: Date, open: &[Assignment], digest_for: &[&str]) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> =
-            daily_notices(&ctx(), &router(digest_for), &org(), open, day, false)
+            daily_notices(&ctx(), &router(digest_for), &org(), open, day, false, SEEN)
                 .into_iter()
                 .map(|n| (n.kind.as_str().to_owned(), n.recipient))
                 .collect();
@@ -496,7 +564,15 @@ mod tests {
     fn role_work_notifies_every_holder_and_posts_once_for_the_role() {
         let mut a = audit(2, "role:performance_unit", date(2027, 5, 28));
         a.activity_id = "performance-data".into();
-        let notices = daily_notices(&ctx(), &router(&[]), &org(), &[a], date(2027, 5, 28), false);
+        let notices = daily_notices(
+            &ctx(),
+            &router(&[]),
+            &org(),
+            &[a],
+            date(2027, 5, 28),
+            false,
+            SEEN,
+        );
         let recipients: Vec<&str> = notices.iter().map(|n| n.recipient.as_str()).collect();
         assert_eq!(recipients, vec!["PU1", "PU2"]);
         assert!(
@@ -520,6 +596,7 @@ mod tests {
             &open,
             date(2027, 5, 28),
             false,
+            SEEN,
         );
         let digest: Vec<_> = notices.iter().filter(|n| n.kind == Kind::Digest).collect();
         assert_eq!(digest.len(), 1);
@@ -536,6 +613,7 @@ mod tests {
             &open[..1],
             date(2027, 5, 24),
             false,
+            SEEN,
         );
         assert!(quiet.is_empty(), "no digest on a day with nothing to say");
     }
@@ -546,7 +624,15 @@ mod tests {
             audit(1, "TM", date(2027, 5, 14)),
             audit(3, "TM", date(2027, 6, 30)),
         ];
-        let notices = daily_notices(&ctx(), &router(&[]), &org(), &open, date(2027, 6, 14), true);
+        let notices = daily_notices(
+            &ctx(),
+            &router(&[]),
+            &org(),
+            &open,
+            date(2027, 6, 14),
+            true,
+            SEEN,
+        );
         let sent: Vec<_> = notices.iter().filter(|n| !n.suppressed).collect();
         assert_eq!(sent.len(), 1);
         assert_eq!(
@@ -566,7 +652,7 @@ mod tests {
     fn routed_rows_have_deterministic_keys_and_wait_for_working_hours() {
         let r = router(&[]);
         let open = [audit(1, "TM", date(2027, 5, 28))];
-        let notices = daily_notices(&ctx(), &r, &org(), &open, date(2027, 5, 21), false);
+        let notices = daily_notices(&ctx(), &r, &org(), &open, date(2027, 5, 21), false, SEEN);
         // Decided at 06:00 London (05:00 UTC, BST) on Friday 21 May.
         let now: jiff::Timestamp = "2027-05-21T05:00:00Z".parse().unwrap();
         let rows = r.route(&notices, &org(), &ctx().calendar, now);

@@ -151,11 +151,13 @@ impl Router {
         }
     }
 
-    /// Whether `staff_id` asked for one daily digest instead of single notices.
+    /// Whether `staff_id` gets one daily message (the default) rather than a message per item
+    /// (`daily_digest = false` in the preferences file).
     pub fn wants_digest(&self, staff_id: &str) -> bool {
         self.preferences
             .get(staff_id)
-            .is_some_and(|p| p.daily_digest)
+            .and_then(|p| p.daily_digest)
+            .unwrap_or(true)
     }
 
     /// The link to an assignment.

@@ -174,9 +174,10 @@ pub struct Route {
 pub struct Preference {
     /// Staff id.
     pub staff_id: String,
-    /// One daily digest instead of single reminders, due-today notices and chases.
+    /// One daily message (the default, `true`) or, with `false`, a message per item: new work
+    /// at once, single reminders, due-today notices, chases and escalations.
     #[serde(default)]
-    pub daily_digest: bool,
+    pub daily_digest: Option<bool>,
     /// Channels for this person's own notices, replacing the routes (escalations and the senior
     /// leadership digest always follow the routes: they are mandatory).
     pub channels: Option<Vec<String>>,

@@ -483,7 +483,23 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
             ctx.level = Some(1);
             ctx.items = vec![escalated];
         }
-        Kind::Digest => ctx.items = vec![overdue, due_today, due_soon],
+        Kind::Digest => {
+            ctx.recipient_name = Some("Priya Shah".to_owned());
+            ctx.items = vec![
+                overdue,
+                due_today,
+                Item {
+                    new: true,
+                    ..due_soon
+                },
+            ];
+            ctx.team_items = vec![Item {
+                assignee_name: "Sam Jones".to_owned(),
+                manager_name: Some("Priya Shah".to_owned()),
+                days_overdue: Some(10),
+                ..escalated
+            }];
+        }
         Kind::CatchUp => ctx.items = vec![overdue, due_soon],
         Kind::SltDigest => {
             let data_pack = Item {
@@ -658,13 +674,25 @@ mod tests {
             .render(Kind::Digest, &sample_context(Kind::Digest))
             .unwrap();
 
-        assert_eq!(out.subject, "Your QA work: 1 overdue, 2 due soon");
-        let overdue = out.text.find("Overdue (1)").unwrap();
-        let soon = out.text.find("Due soon (2)").unwrap();
-        let observation = out.text.find("Direct observation of practice").unwrap();
-        let audit = out.text.find("Case file audit (2027-05)").unwrap();
-        assert!(overdue < observation && observation < soon && soon < audit);
-        assert!(out.html.contains("<table>"));
+        assert_eq!(
+            out.subject,
+            "Your QA work today: 1 new, 1 overdue, 1 due soon, 1 in your team overdue"
+        );
+        let text = &out.text;
+        assert!(text.starts_with("Dear Priya Shah,"), "{text}");
+        let new = text.find("New for you (1)").unwrap();
+        let audit = text.find("Case file audit, 2027-05").unwrap();
+        let overdue = text.find("Overdue (1)").unwrap();
+        let observation = text.find("Direct observation of practice").unwrap();
+        let soon = text.find("Due soon (1)").unwrap();
+        let team = text.find("Your team's overdue work (1)").unwrap();
+        assert!(new < audit && audit < overdue && overdue < observation);
+        assert!(observation < soon && soon < team);
+        assert!(text.contains(
+            "Sam Jones's moderation of a case file audit for 2027-04 is 10 working days late"
+        ));
+        assert!(out.html.contains("Your team's overdue work (1)"));
+        assert!(out.html.contains("Sam Jones&#x27;s") || out.html.contains("Sam Jones's"));
     }
 
     #[test]

@@ -23,8 +23,18 @@ pub fn smtp_channel(port: u16) -> ChannelSettings {
 }
 
 /// The engine context (with its router) and a dispatcher holding routine mail to working hours,
-/// both over one email channel to `port`, with `config`'s notification settings.
+/// both over one email channel to `port`, with `config`'s notification settings, everyone on
+/// one message per item (see [`super::org::single_messages`]).
 pub fn start(port: u16, config: &NotifyConfig) -> (Context, Dispatcher) {
+    start_with(port, config, super::org::single_messages())
+}
+
+/// [`start`] with these preferences (none: everyone gets the default daily message).
+pub fn start_with(
+    port: u16,
+    config: &NotifyConfig,
+    preferences: Vec<qaloop::notify::settings::Preference>,
+) -> (Context, Dispatcher) {
     let settings = smtp_channel(port);
     let mut ctx = context();
     ctx.announcer = Some(Arc::new(Router::new(
@@ -32,7 +42,7 @@ pub fn start(port: u16, config: &NotifyConfig) -> (Context, Dispatcher) {
         std::slice::from_ref(&settings),
         "Example Council",
         ctx.tz.clone(),
-        vec![],
+        preferences,
     )));
     let ChannelSettings::Email(email) = &settings else {
         unreachable!()

@@ -70,3 +70,17 @@ pub fn small_org() -> Vec<StaffRecord> {
 pub fn at(text: &str) -> jiff::Timestamp {
     text.parse().unwrap()
 }
+
+/// Preferences in which everyone in [`small_org`] chose a message per item (new work at once,
+/// single reminders, chases and escalations) instead of the default daily message: for tests
+/// of each rule on its own.
+pub fn single_messages() -> Vec<qaloop::notify::settings::Preference> {
+    small_org()
+        .into_iter()
+        .map(|p| qaloop::notify::settings::Preference {
+            staff_id: p.staff_id,
+            daily_digest: Some(false),
+            channels: None,
+        })
+        .collect()
+}
