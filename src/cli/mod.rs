@@ -566,7 +566,9 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
 /// The exit code and message for a refused or failed change to an assignment.
 fn change_failure(error: CompleteError) -> Failure {
     let code = match &error {
-        CompleteError::Refused(Refusal::NotAllowed { .. }) => exit::NOPERM,
+        CompleteError::Refused(Refusal::NotAllowed { .. } | Refusal::OwnWork { .. }) => {
+            exit::NOPERM
+        }
         CompleteError::Refused(Refusal::UnknownPerson(_)) => exit::DATAERR,
         _ => exit::FAILURE,
     };

@@ -10,7 +10,9 @@
 pub mod assignee;
 pub mod assignment;
 pub mod authz;
+pub mod record;
 
 pub use assignee::Assignee;
 pub use assignment::{Assignment, HistoryEntry, NewAssignment, Status};
 pub use authz::{Actor, Operation, Refusal, Via, authorise};
+pub use record::{ModerationOutcome, NewRecord, Record};
