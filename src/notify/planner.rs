@@ -42,7 +42,7 @@ pub fn item(ctx: &Context, router: &Router, a: &Assignment, today: Date) -> Item
         days_overdue: overdue,
         assignee: a.assignee.to_string(),
         subject: a.subject.clone(),
-        link: router.link(a.id),
+        link: router.link(&a.assignee.to_string(), a.id, today),
     }
 }
 
