@@ -51,6 +51,9 @@ pub enum ServeError {
     /// Channels or templates are misconfigured.
     #[error("{0}")]
     Config(crate::problem::Problems),
+    /// The pages could not listen on `[web] listen`.
+    #[error("cannot listen on {0} ([web] listen): {1}")]
+    Listen(String, std::io::Error),
 }
 
 impl ServeError {
@@ -193,6 +196,7 @@ pub async fn serve(
     let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
     store.migrate().await?;
     tracing::info!(backend = store.backend_name(), "qaloop serve starting");
+    let web = start_web(&settings, &ctx, &store, clock.clone()).await?;
 
     let pass = |label: &'static str| {
         let (store, settings, ctx, clock, dispatcher) =
@@ -262,8 +266,61 @@ pub async fn serve(
     }
     tracing::info!("shutting down");
     let _ = scheduler.shutdown().await;
+    if let Some((stop, task)) = web {
+        stop.cancel();
+        let _ = task.await;
+    }
     store.close().await;
     Ok(())
+}
+
+/// Binds `[web] listen` and serves the pages in a task until the returned token is cancelled;
+/// `None` when no link key is configured (links cannot be signed, so there are no pages).
+async fn start_web(
+    settings: &Settings,
+    ctx: &Context,
+    store: &Store,
+    clock: Arc<dyn Clock>,
+) -> Result<
+    Option<(
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    )>,
+    ServeError,
+> {
+    let Some(keys) = crate::inputs::link_keys(settings).map_err(ServeError::Config)? else {
+        tracing::info!("no [web] link_key_file: pages are off");
+        return Ok(None);
+    };
+    let pages = crate::web::templates::load(settings.web.templates_dir.as_deref())
+        .map_err(ServeError::Config)?;
+    let listener = tokio::net::TcpListener::bind(&settings.web.listen)
+        .await
+        .map_err(|e| ServeError::Listen(settings.web.listen.clone(), e))?;
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let state = Arc::new(crate::web::AppState {
+        store: store.clone(),
+        ctx: Arc::new(ctx.clone()),
+        keys,
+        clock,
+        pages,
+        organisation: settings.organisation.name.clone(),
+    });
+    let app = crate::web::app(state, settings.web.max_body_bytes);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = crate::web::serve(listener, app, stopped.cancelled_owned()).await {
+            tracing::error!(error = %e, "web server stopped");
+        }
+    });
+    tracing::info!(
+        "pages on http://{address}/ (open a link from a message, or `qaloop link --for STAFF_ID`)"
+    );
+    Ok(Some((stop, task)))
 }
 
 #[cfg(test)]

@@ -394,6 +394,8 @@ fn serve_catches_up_at_start_refuses_a_second_copy_and_stops_on_sigterm() {
     // stderr to a file, not a pipe nobody reads: a full pipe would block the daemon.
     let mut daemon = s
         .command(&["serve"])
+        // Any free loopback port: tests must not depend on 8080 being free.
+        .env("QALOOP__WEB__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

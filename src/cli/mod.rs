@@ -691,7 +691,7 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
         AssignmentsCommand::History { id, format } => {
             store.assignment(id).await?;
             let rows = store.history(id).await?;
-            print(&rows, format, &["at", "event", "actor", "detail"])?;
+            print(&rows, format, &["at", "event", "actor", "via", "detail"])?;
             Ok(())
         }
     }

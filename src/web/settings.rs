@@ -23,8 +23,6 @@ pub struct WebSettings {
     pub templates_dir: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Fresh-link requests accepted per person per day (the rest are silently dropped).
-    pub fresh_links_per_day: u32,
 }
 
 impl Default for WebSettings {
@@ -37,7 +35,6 @@ impl Default for WebSettings {
             link_days: 30,
             templates_dir: None,
             max_body_bytes: 64 * 1024,
-            fresh_links_per_day: 3,
         }
     }
 }
