@@ -429,13 +429,11 @@ pub fn validate(
         let value = get(&field.id);
         if value.is_empty() {
             if field.required {
-                let verb = match field.kind {
-                    FieldKind::Grade { .. } | FieldKind::Choice { .. } | FieldKind::YesNo => {
-                        "Select"
-                    }
-                    _ => "Enter",
-                };
-                error(format!("{verb} {label}"));
+                error(match field.kind {
+                    FieldKind::YesNo => format!("Select yes or no: {}", field.label),
+                    FieldKind::Grade { .. } | FieldKind::Choice { .. } => format!("Select {label}"),
+                    _ => format!("Enter {label}"),
+                });
             }
             continue;
         }
