@@ -96,7 +96,7 @@ pub async fn work(
     let page = async {
         let grant = grant(&state.keys, q.t.as_deref(), Purpose::Item, Some(id), now)?;
         let token = q.t.clone().unwrap_or_default();
-        let work = Work::load(&state, id, &grant.staff_id).await?;
+        let work = Work::load(&state, id, &grant.staff_id, &token).await?;
         let view = work.view(&state, &token, &HashMap::new(), &[], now);
         state.render(StatusCode::OK, "work.html", view)
     };
@@ -130,7 +130,7 @@ async fn submit_inner(
     if !state.keys.check_csrf(token, csrf) {
         return Err(WebError::Csrf);
     }
-    let work = Work::load(state, id, &grant.staff_id).await?;
+    let work = Work::load(state, id, &grant.staff_id, token).await?;
     if let Some(refusal) = work.refusal() {
         if matches!(refusal, Refusal::NotOpen { .. }) {
             let mut view = work.view(state, token, &HashMap::new(), &[], now);
@@ -160,14 +160,14 @@ async fn submit_inner(
     match done {
         Ok((_, triggered)) => {
             tracing::info!(assignment = id, by = %grant.staff_id, "completed through a link");
-            let work = Work::load(state, id, &grant.staff_id).await?;
+            let work = Work::load(state, id, &grant.staff_id, token).await?;
             let mut view = work.view(state, token, &HashMap::new(), &[], now);
             view.confirmation = true;
             view.moderation_created = !triggered.is_empty();
             state.render(StatusCode::OK, "work.html", view)
         }
         Err(CompleteError::Refused(Refusal::NotOpen { .. })) => {
-            let work = Work::load(state, id, &grant.staff_id).await?;
+            let work = Work::load(state, id, &grant.staff_id, token).await?;
             let mut view = work.view(state, token, &HashMap::new(), &[], now);
             view.notice = Some("This work was already completed; nothing was changed.".into());
             state.render(StatusCode::CONFLICT, "work.html", view)
@@ -221,7 +221,12 @@ struct Work<'s> {
 }
 
 impl<'s> Work<'s> {
-    async fn load(state: &'s AppState, id: i64, viewer: &str) -> Result<Work<'s>, WebError> {
+    async fn load(
+        state: &'s AppState,
+        id: i64,
+        viewer: &str,
+        token: &str,
+    ) -> Result<Work<'s>, WebError> {
         let assignment = state.store.assignment(id).await?;
         let org = Org::new(state.store.people().await?);
         let schedule = &state.ctx.schedule;
@@ -234,7 +239,7 @@ impl<'s> Work<'s> {
         )
         .map_err(|r| match r {
             Refusal::UnknownPerson(_) => WebError::BadLink {
-                token: String::new(),
+                token: token.to_owned(),
                 reason: "not a current member of staff".into(),
             },
             _ => WebError::Forbidden(
