@@ -279,6 +279,14 @@ impl Session<'_> {
         assert!(bad.is_empty(), "axe on {page}: {bad:#?}");
     }
 
+    /// Whether pages in this session run script: a page whose script renames it (WebDriver's
+    /// own scripts run whatever the page's settings, so they cannot tell).
+    async fn pages_run_script(&self) -> bool {
+        self.open("data:text/html,<title>off</title><script>document.title='on'</script>")
+            .await;
+        self.call("GET", "/title", Value::Null).await == json!("on")
+    }
+
     async fn close(self) {
         self.call("DELETE", "", Value::Null).await;
     }
@@ -405,6 +413,7 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
             .into_iter()
             .find(|l| l.starts_with(&format!("{base}/a/{}?t=", audit.id)))
             .unwrap_or_else(|| panic!("no link to {} in {auditor}'s mail", audit.id));
+        assert_eq!(session.pages_run_script().await, javascript);
         session.open(&link).await;
         session.wait_for("<h1>Case file audit</h1>").await;
         if javascript {
