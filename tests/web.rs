@@ -632,3 +632,70 @@ async fn a_fresh_link_is_queued_only_for_real_people_and_the_answer_is_the_same(
     let token = link.split("?t=").nth(1).unwrap();
     assert_eq!(app.keys.verify(token, now).unwrap().staff_id, "TM1");
 }
+
+/// Each recipient of a notice gets links signed for themselves: an escalation about TM1's work
+/// reaches SL1 with SL1's link; without a key, links stay plain.
+#[test]
+fn routed_messages_carry_links_signed_for_each_recipient() {
+    use qaloop::notify::Kind;
+    use qaloop::notify::context::Item;
+    use qaloop::notify::router::Notice;
+
+    let ctx = context();
+    let channel: ChannelSettings = toml::from_str(
+        "kind = \"file\"\nname = \"mail\"\ndir = \"out\"\nfrom = \"qa@example-council.test\"\n",
+    )
+    .unwrap();
+    let plain = Router::new(
+        &NotifyConfig::default(),
+        std::slice::from_ref(&channel),
+        "Test Council",
+        ctx.tz.clone(),
+        vec![],
+    );
+    let signed = plain.clone().with_links(keys());
+    let org = qaloop::org::Org::from_records(small_org());
+    let now = at("2027-07-09T09:00:00Z");
+    let today = ctx.today(now);
+    let notice = |recipient: &str| {
+        let mut context = signed.context(Kind::Escalation, recipient, today);
+        context.items = vec![Item {
+            id: 7,
+            link: signed.link("TM1", 7, today),
+            ..Item::default()
+        }];
+        Notice {
+            kind: Kind::Escalation,
+            reference: "a7:L1".into(),
+            date: Some(today),
+            recipient: recipient.into(),
+            post_as: None,
+            assignment_id: Some(7),
+            immediate: false,
+            suppressed: false,
+            context,
+        }
+    };
+
+    let rows = signed.route(&[notice("SL1")], &org, &ctx.calendar, now);
+
+    let context: serde_json::Value = serde_json::from_str(&rows[0].context).unwrap();
+    let link = context["items"][0]["link"].as_str().unwrap();
+    assert!(link.starts_with("http://localhost:8080/a/7?t="), "{link}");
+    let grant = keys()
+        .verify(link.split("?t=").nth(1).unwrap(), now)
+        .unwrap();
+    assert_eq!(
+        (grant.staff_id.as_str(), grant.purpose, grant.item),
+        ("SL1", Purpose::Item, Some(7))
+    );
+    assert_eq!(
+        plain.link("SL1", 7, today),
+        "http://localhost:8080/assignments/7"
+    );
+    assert_eq!(
+        signed.link("role:slt", 7, today),
+        "http://localhost:8080/a/7",
+        "a role's chat post cannot carry a personal link"
+    );
+}
