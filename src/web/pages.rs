@@ -737,13 +737,25 @@ async fn my_work_inner(
             ..AssignmentFilter::default()
         })
         .await?;
-    let overdue = state
-        .store
-        .assignments(&AssignmentFilter {
-            overdue_on: Some(today),
-            ..AssignmentFilter::default()
-        })
-        .await?;
+    // Only the work of people below them: asked of the database by assignee, so a manager's
+    // page does not read the whole organisation's overdue work.
+    let below: Vec<Assignee> = org
+        .people()
+        .filter(|p| org.is_above(&grant.staff_id, &p.record.staff_id))
+        .map(|p| Assignee::person(&p.record.staff_id))
+        .collect();
+    let overdue = if below.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .store
+            .assignments(&AssignmentFilter {
+                overdue_on: Some(today),
+                assignees: below,
+                ..AssignmentFilter::default()
+            })
+            .await?
+    };
     let item = |a: &Assignment| MyItem {
         title: state
             .ctx
