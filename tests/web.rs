@@ -328,7 +328,11 @@ async fn bad_links_are_refused_and_nothing_is_written(db: TestDb) {
         let (status, _, page) = app.get(&url).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{what}");
         assert!(page.contains("This link does not work"), "{what}");
-        assert!(page.contains("Email me a fresh link"), "{what}");
+        assert_eq!(
+            page.contains("Email me a fresh link"),
+            !token.is_empty(),
+            "{what}"
+        );
         assert!(!page.contains("CIN-"), "{what}");
         let csrf = app.keys.csrf(token);
         let (status, _) = app.post(&url, &with_csrf(&csrf, audit_answers())).await;
@@ -693,6 +697,18 @@ fn routed_messages_carry_links_signed_for_each_recipient() {
         plain.link("SL1", 7, today),
         "http://localhost:8080/assignments/7"
     );
+    // The same notice to a shared chat channel carries no personal link.
+    let teams: ChannelSettings = toml::from_str(
+        "kind = \"teams\"\nname = \"slt-teams\"\nurl = \"https://example.test/hook\"\n",
+    )
+    .unwrap();
+    let routes: NotifyConfig =
+        toml::from_str("[[routes]]\nkinds = [\"*\"]\nchannels = [\"slt-teams\"]\n").unwrap();
+    let chat =
+        Router::new(&routes, &[teams], "Test Council", ctx.tz.clone(), vec![]).with_links(keys());
+    let rows = chat.route(&[notice("SL1")], &org, &ctx.calendar, now);
+    let context: serde_json::Value = serde_json::from_str(&rows[0].context).unwrap();
+    assert_eq!(context["items"][0]["link"], "http://localhost:8080/a/7");
     assert_eq!(
         signed.link("role:slt", 7, today),
         "http://localhost:8080/a/7",

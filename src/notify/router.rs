@@ -192,12 +192,18 @@ impl Router {
     }
 
     /// Re-makes every item link in `context` for its recipient (a notice's items are planned
-    /// once, then routed to several people, each of whom gets links of their own).
-    fn sign_links(&self, context: &mut TemplateContext, today: Date) {
+    /// once, then routed to several people, each of whom gets links of their own). A post to a
+    /// shared chat space (`personal` false) never carries a personal link: anyone there could
+    /// act as the recipient.
+    fn sign_links(&self, context: &mut TemplateContext, today: Date, personal: bool) {
         if self.links.is_none() {
             return;
         }
-        let recipient = context.recipient.clone();
+        let recipient = if personal {
+            context.recipient.clone()
+        } else {
+            "role:shared-channel".to_owned()
+        };
         let grouped = context
             .groups
             .iter_mut()
@@ -290,7 +296,7 @@ impl Router {
                 }
                 let mut context = notice.context.clone();
                 context.recipient = recipient.clone();
-                self.sign_links(&mut context, today);
+                self.sign_links(&mut context, today, channel.personal);
                 rows.push(NewOutbox {
                     key,
                     kind: notice.kind.as_str().to_owned(),
