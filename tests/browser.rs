@@ -84,7 +84,11 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Kills chromedriver and every browser it started (they share its process group), also
+    /// when the test panics before closing its session.
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -97,7 +101,10 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(CHROMEDRIVER)
+        let mut command = Command::new(CHROMEDRIVER);
+        // Its own process group, so dropping the driver can end the browsers too.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -131,7 +138,8 @@ impl Driver {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--lang=en-US", "--window-size=1280,1000",
+                "--disable-dev-shm-usage", "--disable-crash-reporter", "--disable-breakpad",
+                "--lang=en-US", "--window-size=1280,1000",
                 format!("--user-data-dir={}", profile.display()),
             ],
         });
