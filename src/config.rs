@@ -29,6 +29,9 @@ pub struct Settings {
     /// Notification timing and routing.
     #[serde(default)]
     pub notify: crate::notify::settings::NotifyConfig,
+    /// The signed-link pages.
+    #[serde(default)]
+    pub web: crate::web::WebSettings,
     /// Ways of reaching people: `[[channels]]`.
     #[serde(default)]
     pub channels: Vec<crate::notify::ChannelSettings>,
@@ -194,6 +197,16 @@ impl Settings {
         if let Some(dir) = &settings.notify.templates_dir {
             settings.notify.templates_dir = Some(base.join(dir));
         }
+        for file in [
+            &mut settings.web.link_key_file,
+            &mut settings.web.previous_link_key_file,
+            &mut settings.web.templates_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *file = base.join(&*file);
+        }
         if let Some(file) = &settings.notify.preferences_file {
             settings.notify.preferences_file = Some(base.join(file));
         }
@@ -244,6 +257,18 @@ impl Settings {
             if parse_hh_mm(time).is_none() {
                 problems.push(at(key, format!("`{time}` is not a time (HH:MM)")));
             }
+        }
+        if self.web.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(at(
+                "web.listen",
+                format!(
+                    "`{}` is not an address and port (e.g. 127.0.0.1:8080)",
+                    self.web.listen
+                ),
+            ));
+        }
+        if !(1..=365).contains(&self.web.link_days) {
+            problems.push(at("web.link_days", "must be 1 to 365".into()));
         }
         if self.notify.give_up_after_working_days == 0 {
             problems.push(at(

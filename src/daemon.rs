@@ -117,6 +117,9 @@ pub enum ServeError {
     /// Channels or templates are misconfigured.
     #[error("{0}")]
     Config(crate::problem::Problems),
+    /// The pages could not listen on `[web] listen`.
+    #[error("cannot listen on {0} ([web] listen): {1}")]
+    Listen(String, std::io::Error),
 }
 
 impl ServeError {
@@ -300,6 +303,8 @@ pub async fn serve(
     let _lock = lock_sqlite(&settings.database.url)?;
     let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
     store.migrate().await?;
+    // The pages answer before the first pass, so a link in an old message works at once.
+    let web = start_web(&settings, &ctx, &store, clock.clone()).await?;
     let mut live = Live {
         settings,
         ctx,
@@ -536,6 +541,10 @@ pub async fn serve(
     tasks.close();
     let _ = scheduler.shutdown().await;
     tasks.wait().await;
+    if let Some((stop, task)) = web {
+        stop.cancel();
+        let _ = task.await;
+    }
     store.close().await;
     Ok(())
 }
@@ -739,6 +748,55 @@ fn describe_next(triggers: &Triggers, now: &Zoned, calendar: &Calendar) -> Strin
         || "none".into(),
         |z| z.strftime("%Y-%m-%dT%H:%M %Z").to_string(),
     )
+}
+
+/// Binds `[web] listen` and serves the pages in a task until the returned token is cancelled;
+/// `None` when no link key is configured (links cannot be signed, so there are no pages).
+async fn start_web(
+    settings: &Settings,
+    ctx: &Context,
+    store: &Store,
+    clock: Arc<dyn Clock>,
+) -> Result<
+    Option<(
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    )>,
+    ServeError,
+> {
+    let Some(keys) = crate::inputs::link_keys(settings).map_err(ServeError::Config)? else {
+        tracing::info!("no [web] link_key_file: pages are off");
+        return Ok(None);
+    };
+    let pages = crate::web::templates::load(settings.web.templates_dir.as_deref())
+        .map_err(ServeError::Config)?;
+    let listener = tokio::net::TcpListener::bind(&settings.web.listen)
+        .await
+        .map_err(|e| ServeError::Listen(settings.web.listen.clone(), e))?;
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let state = Arc::new(crate::web::AppState {
+        store: store.clone(),
+        ctx: Arc::new(ctx.clone()),
+        keys,
+        clock,
+        pages,
+        organisation: settings.organisation.name.clone(),
+    });
+    let app = crate::web::app(state, settings.web.max_body_bytes);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = crate::web::serve(listener, app, stopped.cancelled_owned()).await {
+            tracing::error!(error = %e, "web server stopped");
+        }
+    });
+    tracing::info!(
+        "pages on http://{address}/ (open a link from a message, or `qaloop link --for STAFF_ID`)"
+    );
+    Ok(Some((stop, task)))
 }
 
 #[cfg(test)]

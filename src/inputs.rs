@@ -70,12 +70,41 @@ fn router(settings: &Settings) -> Result<Option<crate::notify::router::Router>, 
             file.person
         }
     };
-    Ok(Some(crate::notify::router::Router::new(
+    let router = crate::notify::router::Router::new(
         &settings.notify,
         &settings.channels,
         &settings.organisation.name,
         settings.time_zone(),
         preferences,
+    );
+    Ok(Some(match link_keys(settings)? {
+        Some(keys) => router.with_links(keys),
+        None => router,
+    }))
+}
+
+/// The keys links are signed with, when `[web] link_key_file` is set (created first when the
+/// settings ask for it and it is missing).
+pub fn link_keys(settings: &Settings) -> Result<Option<crate::links::LinkKeys>, Problems> {
+    let Some(path) = &settings.web.link_key_file else {
+        return Ok(None);
+    };
+    let problem = |key: &str, e: crate::links::KeyFileError| {
+        Problems::from(Problem::new(&settings.source, key, e.to_string()))
+    };
+    let current = crate::links::load_or_create_key(path, settings.web.create_link_key)
+        .map_err(|e| problem("web.link_key_file", e))?;
+    let previous = settings
+        .web
+        .previous_link_key_file
+        .as_deref()
+        .map(|p| crate::links::load_or_create_key(p, false))
+        .transpose()
+        .map_err(|e| problem("web.previous_link_key_file", e))?;
+    Ok(Some(crate::links::LinkKeys::new(
+        current,
+        previous,
+        settings.web.link_days,
     )))
 }
 

@@ -394,6 +394,8 @@ fn serve_catches_up_at_start_refuses_a_second_copy_and_stops_on_sigterm() {
     // stderr to a file, not a pipe nobody reads: a full pipe would block the daemon.
     let mut daemon = s
         .command(&["serve"])
+        // Any free loopback port: tests must not depend on 8080 being free.
+        .env("QALOOP__WEB__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -674,4 +676,77 @@ fn actions_are_raised_tracked_and_exported_safely_from_the_command_line() {
     let events: Vec<&str> = rows.iter().map(|r| r["event"].as_str().unwrap()).collect();
     assert_eq!(events, ["raised", "done", "verified"]);
     assert!(rows.iter().all(|r| r["via"] == "cli"));
+}
+
+#[test]
+fn a_bad_form_definition_is_a_config_error_naming_its_key() {
+    let s = Setup::new();
+    s.edit("schedule.toml", |t| {
+        t.replacen(
+            "type = \"grade\", scale = \"ofsted\"",
+            "type = \"grade\", scale = \"ofstead\"",
+            1,
+        )
+        .replacen("form = \"direct-observation\"", "form = \"observation\"", 1)
+    });
+
+    let out = s.run(&["check"]);
+
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "forms.case-file-audit.fields[1] (overall_grade).scale: no scale `ofstead` in [scales]"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("(direct-observation).form: no form `observation`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn messages_carry_signed_links_and_link_prints_one() {
+    let s = Setup::new();
+
+    let out = s.run(&["tick", "--now", "2027-05-04T09:00:00Z"]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.path("link.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the example's key is private");
+    }
+    let files = eml_files(&s.path("outbox"));
+    // Quoted-printable may fold long lines; undo soft breaks before looking.
+    let text = std::fs::read_to_string(&files[0])
+        .unwrap()
+        .replace("=\r\n", "")
+        .replace("=\n", "");
+    assert!(text.contains("http://127.0.0.1:8080/a/"), "{text}");
+    assert!(text.contains("?t=") || text.contains("?t=3D"), "{text}");
+
+    let link = s.run(&["link", "--for", "S0007", "--now", "2027-05-04T09:00:00Z"]);
+    assert!(link.status.success(), "{}", stderr(&link));
+    assert!(
+        stdout(&link).starts_with("http://127.0.0.1:8080/me?t="),
+        "{}",
+        stdout(&link)
+    );
+    let ghost = s.run(&["link", "--for", "GHOST", "--item", "1"]);
+    assert_eq!(ghost.status.code(), Some(65), "{}", stderr(&ghost));
+
+    let show = s.run(&["assignments", "show", "1", "--format", "json"]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&show)).unwrap();
+    assert_eq!(json["assignment"]["id"], 1);
+    assert!(json["record"].is_null());
+    assert_eq!(json["moderation"], serde_json::json!([]));
+    let missing = s.run(&["assignments", "show", "999999"]);
+    assert_eq!(missing.status.code(), Some(65));
 }

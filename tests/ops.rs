@@ -49,7 +49,9 @@ impl Setup {
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
-            .env_remove("JOURNAL_STREAM");
+            .env_remove("JOURNAL_STREAM")
+            // Pages on a free port: tests run side by side.
+            .env("QALOOP__WEB__LISTEN", "127.0.0.1:0");
         cmd
     }
 
@@ -234,6 +236,7 @@ fn serve_speaks_sd_notify_serves_health_and_metrics_and_reloads_on_sighup() {
         .env_remove("QALOOP_CONFIG")
         .env_remove("RUST_LOG")
         .env_remove("JOURNAL_STREAM")
+        .env("QALOOP__WEB__LISTEN", "127.0.0.1:0")
         .env("NOTIFY_SOCKET", &notify.path)
         .env("WATCHDOG_USEC", "1500000")
         .stdout(Stdio::null())
@@ -434,7 +437,7 @@ fn check_reports_unwritable_channel_folders_and_a_relative_base_url_together() {
     let s = Setup::new();
     s.edit("qaloop.toml", |t| {
         t.replace("dir = \"outbox\"", "dir = \"/proc/qaloop-outbox\"")
-            .replace("\"http://localhost:8080\"", "\"localhost\"")
+            .replace("\"http://127.0.0.1:8080\"", "\"localhost\"")
     });
 
     let out = s.run(&["check", "--now", "2027-05-10T09:00:00Z"]);

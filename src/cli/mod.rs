@@ -147,6 +147,18 @@ pub enum Command {
         #[command(subcommand)]
         command: NotifyCommand,
     },
+    /// Print a signed link: to one assignment (`--item`), else to the person's own work page.
+    Link {
+        /// Whose link (they act as themselves through it).
+        #[arg(long = "for", value_name = "STAFF_ID")]
+        for_staff: String,
+        /// The assignment it opens and completes.
+        #[arg(long, value_name = "ID")]
+        item: Option<i64>,
+        /// The moment it is made at; it works for `[web] link_days` [default: now].
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<Timestamp>,
+    },
 }
 
 /// `qaloop generate …`
@@ -294,6 +306,14 @@ pub enum AssignmentsCommand {
         #[arg(long, value_name = "RFC3339")]
         now: Option<Timestamp>,
     },
+    /// Show an assignment and the record completing it stored (audit, moderation).
+    Show {
+        /// Assignment id.
+        id: i64,
+        /// Output format (`table` and `csv` print `key: value` lines).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Show an assignment's history: every change, who and when.
     History {
         /// Assignment id.
@@ -419,6 +439,11 @@ async fn run(cli: Cli) -> Outcome {
         Command::Generate { what } => generate(what),
         Command::Backup { path, now } => backup(config, &path, now_or_clock(now)).await,
         Command::Restore { path } => restore(config, &path).await,
+        Command::Link {
+            for_staff,
+            item,
+            now,
+        } => link(config, &for_staff, item, now_or_clock(now)).await,
         Command::Serve => {
             let loaded = load(config, "info")?;
             crate::daemon::serve(
@@ -749,7 +774,9 @@ async fn tick(config: Option<&std::path::Path>, now: Timestamp) -> Outcome {
 /// The exit code and message for a refused or failed change to an assignment.
 fn change_failure(error: CompleteError) -> Failure {
     let code = match &error {
-        CompleteError::Refused(Refusal::NotAllowed { .. }) => exit::NOPERM,
+        CompleteError::Refused(Refusal::NotAllowed { .. } | Refusal::OwnWork { .. }) => {
+            exit::NOPERM
+        }
         CompleteError::Refused(Refusal::UnknownPerson(_)) => exit::DATAERR,
         _ => exit::FAILURE,
     };
@@ -845,13 +872,130 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
             out!("assignment {id} cancelled");
             Ok(())
         }
+        AssignmentsCommand::Show { id, format } => show(&store, id, format).await,
         AssignmentsCommand::History { id, format } => {
             store.assignment(id).await?;
             let rows = store.history(id).await?;
-            print(&rows, format, &["at", "event", "actor", "detail"])?;
+            print(&rows, format, &["at", "event", "actor", "via", "detail"])?;
             Ok(())
         }
     }
+}
+
+/// `qaloop assignments show ID`: the assignment, its record and any moderation of it.
+async fn show(store: &Store, id: i64, format: Format) -> Outcome {
+    let assignment = match store.assignment(id).await {
+        Ok(a) => a,
+        Err(crate::store::StoreError::NotFound(id)) => {
+            return Err(Failure::new(
+                exit::DATAERR,
+                format!("no assignment has id {id}"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let record = store.record(id).await?;
+    let moderation = store.moderation_outcomes(id).await?;
+    if let Format::Json = format {
+        let value = serde_json::json!({
+            "assignment": assignment,
+            "record": record,
+            "moderation": moderation,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!("id: {}", assignment.id);
+    println!("activity: {}", assignment.activity_id);
+    println!("period: {}", assignment.period_label);
+    println!("assignee: {}", assignment.assignee);
+    println!("due: {}", assignment.due);
+    println!("status: {}", assignment.status.as_str());
+    if let (Some(at), Some(by)) = (assignment.completed_at, &assignment.completed_by) {
+        println!("completed: {at} by {by}");
+    }
+    match &record {
+        None => println!("record: none"),
+        Some(r) => {
+            println!(
+                "record: {} (by {} via {})",
+                r.form_id, r.submitted_by, r.via
+            );
+            if let Some(fields) = r.fields.as_object() {
+                for (key, value) in fields {
+                    match value {
+                        serde_json::Value::String(text) => println!("  {key}: {text}"),
+                        other => println!("  {key}: {other}"),
+                    }
+                }
+            }
+        }
+    }
+    for o in &moderation {
+        match (&o.agreed, &o.moderated_grade) {
+            (true, _) => println!("moderation {}: {} agreed", o.moderation_id, o.field),
+            (false, g) => println!(
+                "moderation {}: {} {} -> {}",
+                o.moderation_id,
+                o.field,
+                o.audit_grade,
+                g.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `qaloop link --for STAFF_ID [--item ID]`: a signed link, for trying the pages or for the QA
+/// team to send by hand.
+async fn link(
+    config: Option<&std::path::Path>,
+    staff_id: &str,
+    item: Option<i64>,
+    now: Timestamp,
+) -> Outcome {
+    let loaded = load(config, "warn")?;
+    let keys = crate::inputs::link_keys(&loaded.settings)
+        .map_err(Failure::config)?
+        .ok_or_else(|| {
+            Failure::new(
+                exit::CONFIG,
+                format!(
+                    "{}: web.link_key_file: not set; links cannot be signed",
+                    loaded.settings.source.display()
+                ),
+            )
+        })?;
+    let store = open_store(&loaded.settings).await?;
+    let people = store.people_by_id(&[staff_id]).await?;
+    if !people.iter().any(|p| p.is_current()) {
+        return Err(Failure::new(
+            exit::DATAERR,
+            format!("`{staff_id}` is not a current member of staff"),
+        ));
+    }
+    let base = loaded.settings.notify.base_url.trim_end_matches('/');
+    let url = match item {
+        Some(id) => {
+            store.assignment(id).await.map_err(|e| match e {
+                crate::store::StoreError::NotFound(id) => {
+                    Failure::new(exit::DATAERR, format!("no assignment has id {id}"))
+                }
+                e => e.into(),
+            })?;
+            let token = keys.sign_from(staff_id, crate::links::Purpose::Item, Some(id), now);
+            format!("{base}/a/{id}?t={token}")
+        }
+        None => {
+            let token = keys.sign_from(staff_id, crate::links::Purpose::MyWork, None, now);
+            format!("{base}/me?t={token}")
+        }
+    };
+    println!("{url}");
+    Ok(())
 }
 
 async fn outbox(config: Option<&std::path::Path>, command: OutboxCommand) -> Outcome {

@@ -117,6 +117,17 @@ pub enum Refusal {
         /// Where it stands.
         status: Status,
     },
+    /// Triggered work about someone's own work (a moderation of their audit): they may not
+    /// complete it, whoever they are (an admin included) — review needs a second person.
+    #[error(
+        "{by} may not complete assignment {id}: it reviews their own work, so someone else must (the auditor never moderates their own audit)"
+    )]
+    OwnWork {
+        /// The assignment.
+        id: i64,
+        /// Who tried.
+        by: String,
+    },
     /// They may not.
     #[error("{by} may not {} assignment {id} (held by {assignee}): {who_may}", operation.verb())]
     NotAllowed {
@@ -142,7 +153,8 @@ pub enum Refusal {
 /// - **cancel**: a holder of the admin role.
 ///
 /// Only current staff may act; only open work may be changed (viewing done work is allowed,
-/// so a link to finished work shows who finished it).
+/// so a link to finished work shows who finished it). Nobody completes triggered work whose
+/// subject they are (a moderation of their own audit).
 pub fn authorise(
     org: &Org,
     admin_role: &str,
@@ -157,6 +169,12 @@ pub fn authorise(
         return Err(Refusal::NotOpen {
             id: assignment.id,
             status: assignment.status,
+        });
+    }
+    if operation == Operation::Complete && assignment.subject.as_deref() == Some(by) {
+        return Err(Refusal::OwnWork {
+            id: assignment.id,
+            by: by.to_owned(),
         });
     }
     let admin = person.holds(admin_role);
@@ -314,5 +332,22 @@ mod tests {
             message.contains("TM2 may not reassign assignment 7"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn nobody_moderates_their_own_audit_not_even_an_admin() {
+        let mut moderation = work("SL", Status::Open);
+        moderation.activity_id = "audit-moderation".into();
+        moderation.slot = "after:3".into();
+        moderation.subject = Some("QA".into());
+        assert_eq!(
+            authorise(&org(), "qa_admin", &moderation, "QA", Operation::Complete),
+            Err(Refusal::OwnWork {
+                id: 7,
+                by: "QA".into()
+            })
+        );
+        assert!(authorise(&org(), "qa_admin", &moderation, "QA", Operation::View).is_ok());
+        assert!(authorise(&org(), "qa_admin", &moderation, "SL", Operation::Complete).is_ok());
     }
 }

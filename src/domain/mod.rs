@@ -12,9 +12,11 @@ pub mod assignee;
 pub mod assignment;
 pub mod authz;
 pub mod concern;
+pub mod record;
 
 pub use action::{Action, ActionChange, ActionError, ActionSource, ActionState, NewAction};
 pub use assignee::Assignee;
 pub use assignment::{Assignment, HistoryEntry, NewAssignment, Status};
 pub use authz::{Actor, Operation, Refusal, Via, authorise};
 pub use concern::{AlertRound, Concern, ConcernKind, UrgentSettings};
+pub use record::{ModerationOutcome, NewRecord, Record};

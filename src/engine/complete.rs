@@ -4,7 +4,7 @@ use jiff::Timestamp;
 
 use super::Context;
 use super::plan::plan_triggered;
-use crate::domain::{Actor, Assignment, NewAssignment, Operation, Refusal, authorise};
+use crate::domain::{Actor, Assignment, NewAssignment, NewRecord, Operation, Refusal, authorise};
 use crate::org::Org;
 use crate::store::{Completion, Store, StoreError};
 
@@ -32,6 +32,20 @@ pub async fn complete(
     note: Option<&str>,
     now: Timestamp,
 ) -> Result<(Assignment, Vec<i64>), CompleteError> {
+    complete_with_record(store, ctx, id, by, note, None, now).await
+}
+
+/// Like [`complete`], also storing the submitted form's `record` in the same transaction (the
+/// caller has validated it against the activity's form).
+pub async fn complete_with_record(
+    store: &Store,
+    ctx: &Context,
+    id: i64,
+    by: &Actor,
+    note: Option<&str>,
+    record: Option<&NewRecord>,
+    now: Timestamp,
+) -> Result<(Assignment, Vec<i64>), CompleteError> {
     let assignment = match store.assignment(id).await {
         Ok(a) => a,
         Err(StoreError::NotFound(id)) => return Err(CompleteError::NotFound(id)),
@@ -54,7 +68,7 @@ pub async fn complete(
     let notices =
         |created: &[(i64, &NewAssignment)]| ctx.new_work_notices(&org, created, false, now);
     match store
-        .complete(id, by, note, &triggered, &notices, now)
+        .complete(id, by, note, record, &triggered, &notices, now)
         .await?
     {
         Completion::Completed { triggered } => Ok((store.assignment(id).await?, triggered)),

@@ -26,7 +26,7 @@ use crate::store::NewOutbox;
 
 pub use announce::Announcer;
 pub use change::{ChangeError, cancel, reassign};
-pub use complete::{CompleteError, complete};
+pub use complete::{CompleteError, complete, complete_with_record};
 pub use reconcile::{ReconcileReport, reconcile};
 pub use staff::import_staff;
 

@@ -68,7 +68,7 @@ pub fn item(ctx: &Context, router: &Router, org: &Org, a: &Assignment, today: Da
         days_overdue: overdue,
         assignee: a.assignee.to_string(),
         subject: a.subject.clone(),
-        link: router.link(a.id),
+        link: router.link(&a.assignee.to_string(), a.id, today),
     }
 }
 

@@ -111,6 +111,8 @@ pub struct Router {
     pub preferences: HashMap<String, Preference>,
     /// Where admin alerts go: (channel, address).
     pub admin: Option<(String, Option<String>)>,
+    /// Signs each recipient's links (`[web] link_key_file`); `None`: plain links.
+    pub links: Option<crate::links::LinkKeys>,
 }
 
 impl Router {
@@ -148,7 +150,14 @@ impl Router {
                 .admin_channel
                 .clone()
                 .map(|c| (c, config.admin_address.clone())),
+            links: None,
         }
+    }
+
+    /// The router signing every recipient's links with `keys`.
+    pub fn with_links(mut self, keys: crate::links::LinkKeys) -> Router {
+        self.links = Some(keys);
+        self
     }
 
     /// Whether `staff_id` gets one daily message (the default) rather than a message per item
@@ -160,9 +169,51 @@ impl Router {
             .unwrap_or(true)
     }
 
-    /// The link to an assignment.
-    pub fn link(&self, assignment_id: i64) -> String {
-        format!("{}/assignments/{assignment_id}", self.base_url)
+    /// The link `recipient` (a staff id) follows to an assignment: signed for them, valid for
+    /// `[web] link_days` from the start of `today` (so deciding the same notice twice on one
+    /// day gives the same link). Plain when no link key is configured, or for a role's chat
+    /// post (the page then offers to email the reader their own link).
+    pub fn link(&self, recipient: &str, assignment_id: i64, today: Date) -> String {
+        match &self.links {
+            Some(keys) if !recipient.starts_with("role:") => {
+                let issued = today
+                    .to_zoned(self.hours.tz.clone())
+                    .map(|z| z.timestamp())
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                let token = keys.sign_from(
+                    recipient,
+                    crate::links::Purpose::Item,
+                    Some(assignment_id),
+                    issued,
+                );
+                format!("{}/a/{assignment_id}?t={token}", self.base_url)
+            }
+            Some(_) => format!("{}/a/{assignment_id}", self.base_url),
+            None => format!("{}/assignments/{assignment_id}", self.base_url),
+        }
+    }
+
+    /// Re-makes every item link in `context` for its recipient (a notice's items are planned
+    /// once, then routed to several people, each of whom gets links of their own). A post to a
+    /// shared chat space (`personal` false) never carries a personal link: anyone there could
+    /// act as the recipient.
+    fn sign_links(&self, context: &mut TemplateContext, today: Date, personal: bool) {
+        if self.links.is_none() {
+            return;
+        }
+        let recipient = if personal {
+            context.recipient.clone()
+        } else {
+            "role:shared-channel".to_owned()
+        };
+        let grouped = context
+            .groups
+            .iter_mut()
+            .flat_map(|g| g.teams.iter_mut())
+            .flat_map(|t| t.items.iter_mut());
+        for item in context.items.iter_mut().chain(grouped) {
+            item.link = self.link(&recipient, item.id, today);
+        }
     }
 
     /// A context of `kind` with the organisation-wide fields filled in.
@@ -230,6 +281,7 @@ impl Router {
         now: Timestamp,
     ) -> Vec<NewOutbox> {
         let held_until = self.next_working_moment(now, calendar);
+        let today = now.to_zoned(self.hours.tz.clone()).date();
         let mut seen = HashSet::new();
         let mut rows = Vec::new();
         for notice in notices {
@@ -251,6 +303,7 @@ impl Router {
                 }
                 let mut context = notice.context.clone();
                 context.recipient = recipient.clone();
+                self.sign_links(&mut context, today, channel.personal);
                 rows.push(NewOutbox {
                     key,
                     kind: notice.kind.as_str().to_owned(),

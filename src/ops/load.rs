@@ -50,6 +50,12 @@ pub fn load_with(settings: Settings) -> Result<Runtime, Problems> {
     if let Err(p) = crate::notify::registry::build_channels(&settings) {
         problems.0.extend(p.0);
     }
+    if let Err(p) = crate::web::templates::load(settings.web.templates_dir.as_deref()) {
+        problems.0.extend(p.0);
+    }
+    if let Err(p) = crate::inputs::link_keys(&settings) {
+        problems.0.extend(p.0);
+    }
     let (Some(ctx), Some(staff), true) = (ctx, staff, problems.is_empty()) else {
         return Err(problems);
     };

@@ -5,14 +5,16 @@
 //! council is hard-coded: the default table lives in `config/schedule.toml`.
 
 pub mod due;
+pub mod form;
 pub mod period;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use serde::Deserialize;
 
 pub use due::DueRule;
+pub use form::{Field, FieldError, FieldKind, Form};
 pub use period::{Cadence, FinancialYear, Period};
 
 use crate::problem::{Problem, Problems, line_of};
@@ -130,6 +132,10 @@ pub struct Activity {
     pub due: DueRule,
     /// Reminder, chase and escalation timing.
     pub notify: NotifySettings,
+    /// The form completing it records (a key of `forms`); `None`: done, with an optional note.
+    pub form: Option<String>,
+    /// A moderation: completing it judges the graded fields of the trigger's record.
+    pub moderates: bool,
 }
 
 /// The validated schedule.
@@ -147,6 +153,8 @@ pub struct Schedule {
     pub digest: DigestSettings,
     /// Action timelines.
     pub actions: ActionSettings,
+    /// Forms activities record, by id.
+    pub forms: BTreeMap<String, Form>,
 }
 
 #[derive(Deserialize)]
@@ -165,6 +173,10 @@ struct RawSchedule {
     actions: ActionSettings,
     #[serde(default, rename = "activity")]
     activities: Vec<RawActivity>,
+    #[serde(default)]
+    scales: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    forms: BTreeMap<String, form::RawForm>,
 }
 
 #[derive(Deserialize, Default)]
@@ -185,6 +197,9 @@ struct RawActivity {
     triggered_by: Option<String>,
     due: DueRule,
     notify: Option<toml::Table>,
+    form: Option<String>,
+    #[serde(default)]
+    moderates: bool,
 }
 
 fn default_admin_role() -> String {
@@ -223,6 +238,7 @@ impl Schedule {
         }
         role_check("digest.role".into(), &raw.digest.role);
 
+        let forms = form::parse_forms(raw.scales, raw.forms, file, &mut problems);
         let mut activities = Vec::with_capacity(raw.activities.len());
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (index, a) in raw.activities.into_iter().enumerate() {
@@ -307,6 +323,22 @@ impl Schedule {
                 },
             };
             validate_notify(&notify, &at("notify"), file, &mut problems);
+            if let Some(f) = &a.form
+                && !forms.contains_key(f)
+            {
+                problems.push(Problem::new(
+                    file,
+                    at("form"),
+                    format!("no form `{f}` in [forms]"),
+                ));
+            }
+            if a.moderates && a.form.is_some() {
+                problems.push(Problem::new(
+                    file,
+                    at("form"),
+                    "a moderation's form is made from the audit it moderates: remove `form`",
+                ));
+            }
             activities.push(Activity {
                 id: a.id,
                 title: a.title,
@@ -316,6 +348,8 @@ impl Schedule {
                 triggered_by: a.triggered_by,
                 due: a.due,
                 notify,
+                form: a.form,
+                moderates: a.moderates,
             });
         }
         validate_notify(&raw.defaults.notify, "defaults.notify", file, &mut problems);
@@ -336,6 +370,25 @@ impl Schedule {
                     )),
                     Some(_) => {}
                 }
+            }
+        }
+        for (index, a) in activities.iter().enumerate() {
+            if !a.moderates {
+                continue;
+            }
+            let graded = a
+                .triggered_by
+                .as_deref()
+                .and_then(|t| activities.iter().find(|x| x.id == t))
+                .and_then(|t| t.form.as_deref())
+                .and_then(|f| forms.get(f))
+                .is_some_and(|f| f.grade_fields().next().is_some());
+            if !graded {
+                problems.push(Problem::new(
+                    file,
+                    format!("activity[{index}] ({}).moderates", a.id),
+                    "a moderation is triggered by an activity whose form has grade fields",
+                ));
             }
         }
         match activities
@@ -368,12 +421,28 @@ impl Schedule {
             activities,
             digest: raw.digest,
             actions: raw.actions,
+            forms,
         })
     }
 
     /// The activity with `id`.
     pub fn activity(&self, id: &str) -> Option<&Activity> {
         self.activities.iter().find(|a| a.id == id)
+    }
+
+    /// The form completing `activity` records, if it has one (moderations: see
+    /// [`Schedule::moderated_form`]).
+    pub fn form_of(&self, activity: &Activity) -> Option<&Form> {
+        activity.form.as_deref().and_then(|f| self.forms.get(f))
+    }
+
+    /// For a moderation activity: the form of the audit it moderates.
+    pub fn moderated_form(&self, activity: &Activity) -> Option<&Form> {
+        if !activity.moderates {
+            return None;
+        }
+        let trigger = self.activity(activity.triggered_by.as_deref()?)?;
+        self.form_of(trigger)
     }
 
     /// Activities triggered by completions of `id`.

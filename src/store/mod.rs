@@ -96,6 +96,7 @@ pub mod actions;
 pub mod concerns;
 pub mod lease;
 pub mod outbox;
+pub mod records;
 pub mod stats;
 
 pub use actions::{ActionChanged, ActionFilter, ActionHistoryEntry};
@@ -670,12 +671,16 @@ impl Store {
         rows.into_iter().map(Assignment::try_from).collect()
     }
 
-    /// Completes an open assignment and creates the work it triggers, in one transaction.
+    /// Completes an open assignment, stores its record (if it was completed through a form) and
+    /// creates the work it triggers, in one transaction.
+    // Each argument is a distinct part of one transaction; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub async fn complete(
         &self,
         id: i64,
         by: &Actor,
         note: Option<&str>,
+        completed_with: Option<&crate::domain::NewRecord>,
         triggered: &[NewAssignment],
         notices: NoticesFor<'_>,
         now: Timestamp,
@@ -720,6 +725,9 @@ impl Store {
                 note.map(|_| "with note").unwrap_or(""),
             )
             .await?;
+            if let Some(new) = completed_with {
+                records::insert(&mut tx, id, new, by, &at).await?;
+            }
             outbox::cancel_for_assignment(&mut tx, id, "assignment completed").await?;
             let created = tx.insert_assignments(triggered, false, by, &at).await?;
             let pairs: Vec<(i64, &NewAssignment)> =
