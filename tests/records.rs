@@ -10,6 +10,7 @@ use support::org::{at, context, small_org};
 use support::store::TestDb;
 
 both_backends!(
+    an_audits_actions_and_concerns_commit_with_it,
     an_audit_record_commits_with_its_completion_and_moderation,
     the_auditor_may_not_moderate_and_a_moderation_records_each_thread,
 );
@@ -188,4 +189,57 @@ async fn the_auditor_may_not_moderate_and_a_moderation_records_each_thread(db: T
             .await
             .is_err()
     );
+}
+
+async fn an_audits_actions_and_concerns_commit_with_it(db: TestDb) {
+    let ctx = context();
+    let id = audit_of_tm1(&db).await;
+    let mut record = audit_record();
+    record.fields["urgent_concern"] = json!("yes");
+    record.fields["health_concern"] = json!("no");
+    record.fields["actions"] = json!([
+        { "description": "Update the chronology", "owner": "P1", "due": "2027-06-24" },
+        { "description": "Share the plan with the family", "owner": "TM1", "due": "2027-06-30" },
+    ]);
+
+    complete_with_record(
+        &db.store,
+        &ctx,
+        id,
+        &link("TM1"),
+        None,
+        Some(&record),
+        at("2027-06-10T16:55:00Z"),
+    )
+    .await
+    .unwrap();
+
+    let actions = db
+        .store
+        .actions(&qaloop::store::ActionFilter {
+            assignment_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let owners: Vec<(&str, &str, bool)> = actions
+        .iter()
+        .map(|a| (a.owner.as_str(), a.raised_by.as_str(), a.inadequate))
+        .collect();
+    assert_eq!(
+        owners,
+        [("P1", "TM1", true), ("TM1", "TM1", true)],
+        "raised by the auditor; a thread graded Inadequate marks them"
+    );
+    let history = db.store.action_history(actions[0].id).await.unwrap();
+    assert_eq!(
+        (history[0].event.as_str(), history[0].via),
+        ("raised", Via::Link)
+    );
+
+    let concerns = db.store.concerns(true).await.unwrap();
+    assert_eq!(concerns.len(), 1, "urgent yes, health no");
+    assert_eq!(concerns[0].case_reference, "CIN-0001");
+    assert_eq!(concerns[0].kind, qaloop::domain::ConcernKind::Urgent);
+    assert_eq!(concerns[0].raised_by, "TM1");
 }

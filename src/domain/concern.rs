@@ -75,6 +75,17 @@ impl Default for UrgentSettings {
     }
 }
 
+/// A concern to record: found in an audit (its record's flags) or raised by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConcern {
+    /// The audit that recorded it.
+    pub assignment_id: i64,
+    /// The case reference.
+    pub case_reference: String,
+    /// Urgent or health.
+    pub kind: ConcernKind,
+}
+
 /// A concern as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Concern {

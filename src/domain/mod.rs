@@ -18,5 +18,5 @@ pub use action::{Action, ActionChange, ActionError, ActionSource, ActionState, N
 pub use assignee::Assignee;
 pub use assignment::{Assignment, HistoryEntry, NewAssignment, Status};
 pub use authz::{Actor, Operation, Refusal, Via, authorise};
-pub use concern::{AlertRound, Concern, ConcernKind, UrgentSettings};
-pub use record::{ModerationOutcome, NewRecord, Record};
+pub use concern::{AlertRound, Concern, ConcernKind, NewConcern, UrgentSettings};
+pub use record::{ModerationOutcome, NewRecord, Record, RecordEffects};

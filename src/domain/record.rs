@@ -50,3 +50,87 @@ pub struct ModerationOutcome {
     /// The grade the moderator would give instead (when not agreed).
     pub moderated_grade: Option<String>,
 }
+
+/// What submitting a record sets going besides the record itself: the actions it raised and
+/// the urgent or health concerns it flagged. Written in the completion's transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordEffects {
+    /// Actions from the form's `actions` fields.
+    pub actions: Vec<super::NewAction>,
+    /// Concerns from its `urgent_concern` / `health_concern` yes/no fields.
+    pub concerns: Vec<super::NewConcern>,
+}
+
+impl RecordEffects {
+    /// Reads the effects out of `record`, submitted on `form` for `assignment` by `by`.
+    ///
+    /// - every row of an `actions` field becomes an action owned by the staff id given, raised
+    ///   by the submitter, marked `inadequate` when any grade on the form is the worst of its
+    ///   scale (Ofsted's Inadequate), its source an observation or an audit by the activity;
+    /// - a yes/no field `urgent_concern` or `health_concern` answered "yes" records a concern
+    ///   with the form's case reference (the first case-reference field).
+    pub fn of(
+        record: &NewRecord,
+        form: &crate::schedule::form::Form,
+        assignment: &super::Assignment,
+        by: &str,
+    ) -> RecordEffects {
+        use crate::schedule::form::FieldKind;
+        let value = |id: &str| record.fields.get(id).and_then(|v| v.as_str());
+        let inadequate = form.fields.iter().any(|f| match &f.kind {
+            FieldKind::Grade { options, .. } => options
+                .last()
+                .is_some_and(|worst| value(&f.id) == Some(worst.as_str())),
+            _ => false,
+        });
+        let source = if assignment.activity_id.contains("observation") {
+            super::ActionSource::Observation
+        } else {
+            super::ActionSource::Audit
+        };
+        let mut effects = RecordEffects::default();
+        for field in &form.fields {
+            match &field.kind {
+                FieldKind::Actions => {
+                    let rows = record.fields.get(&field.id).and_then(|v| v.as_array());
+                    for row in rows.into_iter().flatten() {
+                        let text = |key: &str| row.get(key).and_then(|v| v.as_str()).unwrap_or("");
+                        let Ok(due) = text("due").parse() else {
+                            continue;
+                        };
+                        effects.actions.push(super::NewAction {
+                            source,
+                            assignment_id: Some(assignment.id),
+                            description: text("description").to_owned(),
+                            owner: text("owner").to_owned(),
+                            raised_by: by.to_owned(),
+                            due,
+                            inadequate,
+                        });
+                    }
+                }
+                FieldKind::YesNo if value(&field.id) == Some("yes") => {
+                    let kind = match field.id.as_str() {
+                        "urgent_concern" => super::ConcernKind::Urgent,
+                        "health_concern" => super::ConcernKind::Health,
+                        _ => continue,
+                    };
+                    let case_reference = form
+                        .fields
+                        .iter()
+                        .find(|f| matches!(f.kind, FieldKind::CaseReference { .. }))
+                        .and_then(|f| value(&f.id))
+                        .unwrap_or("")
+                        .to_owned();
+                    effects.concerns.push(super::NewConcern {
+                        assignment_id: assignment.id,
+                        case_reference,
+                        kind,
+                    });
+                }
+                _ => {}
+            }
+        }
+        effects
+    }
+}

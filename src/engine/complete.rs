@@ -4,7 +4,9 @@ use jiff::Timestamp;
 
 use super::Context;
 use super::plan::plan_triggered;
-use crate::domain::{Actor, Assignment, NewAssignment, NewRecord, Operation, Refusal, authorise};
+use crate::domain::{
+    Actor, Assignment, NewAssignment, NewRecord, Operation, RecordEffects, Refusal, authorise,
+};
 use crate::org::Org;
 use crate::store::{Completion, Store, StoreError};
 
@@ -67,8 +69,26 @@ pub async fn complete_with_record(
         .collect();
     let notices =
         |created: &[(i64, &NewAssignment)]| ctx.new_work_notices(&org, created, false, now);
+    // The actions the record raises and the concerns it flags commit with it.
+    let effects = match (record, ctx.schedule.activity(&assignment.activity_id)) {
+        (Some(record), Some(activity)) => activity
+            .form
+            .as_ref()
+            .and_then(|form| ctx.schedule.forms.get(form))
+            .map(|form| RecordEffects::of(record, form, &assignment, &by.staff_id))
+            .unwrap_or_default(),
+        _ => RecordEffects::default(),
+    };
     match store
-        .complete(id, by, note, record, &triggered, &notices, now)
+        .complete(
+            id,
+            by,
+            note,
+            record.map(|r| (r, &effects)),
+            &triggered,
+            &notices,
+            now,
+        )
         .await?
     {
         Completion::Completed { triggered } => Ok((store.assignment(id).await?, triggered)),

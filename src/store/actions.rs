@@ -171,6 +171,55 @@ where
     Ok(ids.into_iter().map(|(id,)| id).collect())
 }
 
+/// Inserts `actions`, each with its `raised` history row, inside the caller's transaction (an
+/// audit's completion, or [`Store::raise_actions`]). Returns their ids in order.
+pub(super) async fn insert_actions<'c, DB>(
+    tx: &mut Transaction<'c, DB>,
+    actions: &[NewAction],
+    by: &Actor,
+    at: &str,
+) -> Result<Vec<i64>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB> + sqlx::Decode<'a, DB>,
+    for<'a> Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> bool: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    (i64,): for<'r> FromRow<'r, <DB as sqlx::Database>::Row>,
+{
+    let mut ids = Vec::with_capacity(actions.len());
+    for a in actions {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO actions (source, assignment_id, description, owner, raised_by, \
+             due, inadequate, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8) RETURNING id",
+        )
+        .bind(a.source.as_str().to_owned())
+        .bind(a.assignment_id)
+        .bind(a.description.clone())
+        .bind(a.owner.clone())
+        .bind(a.raised_by.clone())
+        .bind(a.due.to_string())
+        .bind(a.inadequate)
+        .bind(at.to_owned())
+        .fetch_one(&mut **tx)
+        .await?;
+        record_action(
+            tx,
+            id,
+            "raised",
+            by,
+            at,
+            &format!("owner {}, due {}", a.owner, a.due),
+        )
+        .await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
 impl Store {
     /// Raises actions, each with a `raised` history row, in one transaction. Returns their ids
     /// in order. Callers validate first ([`NewAction::validate`]).
@@ -183,34 +232,7 @@ impl Store {
         let at = format_instant(now);
         Ok(on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let mut ids = Vec::with_capacity(actions.len());
-            for a in actions {
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO actions (source, assignment_id, description, owner, raised_by, \
-                     due, inadequate, state, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8) RETURNING id",
-                )
-                .bind(a.source.as_str())
-                .bind(a.assignment_id)
-                .bind(&a.description)
-                .bind(&a.owner)
-                .bind(&a.raised_by)
-                .bind(a.due.to_string())
-                .bind(a.inadequate)
-                .bind(&at)
-                .fetch_one(&mut *tx)
-                .await?;
-                record_action(
-                    &mut tx,
-                    id,
-                    "raised",
-                    by,
-                    &at,
-                    &format!("owner {}, due {}", a.owner, a.due),
-                )
-                .await?;
-                ids.push(id);
-            }
+            let ids = insert_actions(&mut tx, actions, by, &at).await?;
             tx.commit().await?;
             ids
         }))

@@ -5,18 +5,8 @@ use jiff::Timestamp;
 use sqlx::{FromRow, Transaction};
 
 use super::{Backend, BeginWrite, Store, StoreError, format_instant, instant};
+pub use crate::domain::NewConcern;
 use crate::domain::{Actor, Concern, ConcernKind};
-
-/// A concern to record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewConcern {
-    /// The audit that recorded it.
-    pub assignment_id: i64,
-    /// The case reference.
-    pub case_reference: String,
-    /// Urgent or health.
-    pub kind: ConcernKind,
-}
 
 /// The outcome of an acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -680,7 +680,7 @@ impl Store {
         id: i64,
         by: &Actor,
         note: Option<&str>,
-        completed_with: Option<&crate::domain::NewRecord>,
+        completed_with: Option<(&crate::domain::NewRecord, &crate::domain::RecordEffects)>,
         triggered: &[NewAssignment],
         notices: NoticesFor<'_>,
         now: Timestamp,
@@ -725,8 +725,10 @@ impl Store {
                 note.map(|_| "with note").unwrap_or(""),
             )
             .await?;
-            if let Some(new) = completed_with {
+            if let Some((new, effects)) = completed_with {
                 records::insert(&mut tx, id, new, by, &at).await?;
+                actions::insert_actions(&mut tx, &effects.actions, by, &at).await?;
+                concerns::insert_concerns(&mut tx, &effects.concerns, by, &at).await?;
             }
             outbox::cancel_for_assignment(&mut tx, id, "assignment completed").await?;
             let created = tx.insert_assignments(triggered, false, by, &at).await?;
