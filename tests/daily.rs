@@ -122,6 +122,18 @@ async fn two_months_of_daily_messages_one_per_person_per_day(db: TestDb) {
         );
     }
 
+    // The senior-leadership digest leads with the closing-the-loop tracker.
+    let digest = smtp
+        .received()
+        .into_iter()
+        .find(|m| header(&m.data, "Message-ID").is_some_and(|id| id.starts_with("<slt_digest")))
+        .expect("a senior-leadership digest in two months");
+    let body = digest.data.replace("=\r\n", "");
+    assert!(
+        body.contains("Closing the loop: 0 actions overdue"),
+        "{body}"
+    );
+
     // The moderation created at 14:00 on 10 May is in SL1's message the next morning, as new.
     let first = moderations_created[0];
     let next = ctx.calendar.nth_working_day_after(first, 1);

@@ -41,6 +41,9 @@ pub struct TemplateContext {
     pub previous_total: Option<u32>,
     /// Admin alerts: what could not be delivered.
     pub failure: Option<Failure>,
+    /// The senior-leadership digest: the closing-the-loop tracker's unclosed actions.
+    #[serde(default)]
+    pub actions: Option<super::tracker::ActionsSection>,
     /// Urgent-concern alerts: which concern (a case reference and a link, never details).
     #[serde(default)]
     pub concern: Option<ConcernAlert>,

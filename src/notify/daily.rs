@@ -14,6 +14,8 @@ pub const LAST_DATE_KEY: &str = "notify_last_date";
 /// `meta` key: the instant of the last decision; work created after it is "new" in the next
 /// daily message.
 pub const DECIDED_AT_KEY: &str = "notify_decided_at";
+/// `meta` key: "overdue,unverified" actions in the last senior-leadership digest.
+pub const SLT_ACTIONS_KEY: &str = "slt_digest_last_actions";
 /// `meta` key: the overdue total in the last senior-leadership digest.
 pub const SLT_TOTAL_KEY: &str = "slt_digest_last_total";
 
@@ -72,14 +74,23 @@ pub async fn decide(
         .meta(SLT_TOTAL_KEY)
         .await?
         .and_then(|t| t.parse().ok());
-    let digest = slt_digest(ctx, router, &org, &open, today, previous);
-    if let Some((digest_notices, _)) = &digest {
+    let mut digest = slt_digest(ctx, router, &org, &open, today, previous);
+    let mut actions_counts = None;
+    if let Some((digest_notices, _)) = &mut digest {
+        let section = actions_section(store, ctx, router, &org, today).await?;
+        actions_counts = Some(format!("{},{}", section.overdue, section.unverified));
+        for notice in digest_notices.iter_mut() {
+            notice.context.actions = Some(section.clone());
+        }
         notices.extend(digest_notices.iter().cloned());
     }
     let rows = router.route(&notices, &org, &ctx.calendar, now);
     let queued = store.enqueue(&rows, now).await?;
     if let Some((_, total)) = digest {
         store.set_meta(SLT_TOTAL_KEY, &total.to_string()).await?;
+    }
+    if let Some(counts) = actions_counts {
+        store.set_meta(SLT_ACTIONS_KEY, &counts).await?;
     }
     store.set_meta(LAST_DATE_KEY, &today.to_string()).await?;
     store
@@ -89,4 +100,55 @@ pub async fn decide(
         tracing::info!(queued, catch_up, "notifications decided");
     }
     Ok(DecisionReport { catch_up, queued })
+}
+
+/// The closing-the-loop section of the senior-leadership digest: every action, the audits
+/// graded Inadequate (a grade field at the worst of its scale), and the last digest's counts.
+async fn actions_section(
+    store: &Store,
+    ctx: &Context,
+    router: &super::router::Router,
+    org: &Org,
+    today: jiff::civil::Date,
+) -> Result<super::tracker::ActionsSection, StoreError> {
+    let actions = store
+        .actions(&crate::store::ActionFilter::default())
+        .await?;
+    let mut inadequate = Vec::new();
+    for (form_id, form) in &ctx.schedule.forms {
+        let worst: Vec<(&str, &str)> = form
+            .fields
+            .iter()
+            .filter_map(|f| match &f.kind {
+                crate::schedule::form::FieldKind::Grade { options, .. } => {
+                    options.last().map(|w| (f.id.as_str(), w.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        if worst.is_empty() {
+            continue;
+        }
+        for record in store.records_of_form(form_id).await? {
+            if worst.iter().any(|(field, grade)| {
+                record.fields.get(*field).and_then(|v| v.as_str()) == Some(grade)
+            }) {
+                inadequate.push((record.assignment_id, record.submitted_by.clone()));
+            }
+        }
+    }
+    let previous = store.meta(SLT_ACTIONS_KEY).await?.and_then(|t| {
+        let (o, u) = t.split_once(',')?;
+        Some((o.parse().ok()?, u.parse().ok()?))
+    });
+    Ok(super::tracker::actions_section(
+        &ctx.calendar,
+        &ctx.tz,
+        org,
+        &actions,
+        &inadequate,
+        today,
+        previous,
+        &router.base_url,
+    ))
 }

@@ -540,6 +540,47 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
             ];
             ctx.total = Some(3);
             ctx.previous_total = Some(5);
+            ctx.actions = Some(super::tracker::ActionsSection {
+                overdue: 2,
+                unverified: 1,
+                previous_overdue: Some(4),
+                previous_unverified: Some(1),
+                groups: vec![super::tracker::ActionGroup {
+                    service: "Child Protection".to_owned(),
+                    count: 2,
+                    teams: vec![super::tracker::ActionTeam {
+                        team: "South Child Protection 1".to_owned(),
+                        lines: vec![
+                            super::tracker::ActionLine {
+                                id: 12,
+                                owner: "S0031".to_owned(),
+                                status: "overdue".to_owned(),
+                                due: "2027-05-10".to_owned(),
+                                days: 9,
+                                inadequate: true,
+                                reopened: 1,
+                            },
+                            super::tracker::ActionLine {
+                                id: 15,
+                                owner: "S0012".to_owned(),
+                                status: "unverified".to_owned(),
+                                due: "2027-05-31".to_owned(),
+                                days: 6,
+                                inadequate: false,
+                                reopened: 0,
+                            },
+                        ],
+                    }],
+                }],
+                inadequate_without_plan: vec![super::tracker::AuditLine {
+                    assignment_id: 88,
+                    auditor: "S0012".to_owned(),
+                    actions: 2,
+                    verified: 1,
+                    link: format!("{BASE_URL}/assignments/88"),
+                }],
+                tracker_link: format!("{BASE_URL}/tracker"),
+            });
         }
         Kind::Test => {}
         Kind::UrgentConcern => {
@@ -726,7 +767,8 @@ mod tests {
 
         assert_eq!(
             out.subject,
-            "Senior leadership digest: 3 overdue items, down 2 since the last digest"
+            "Senior leadership digest: 3 overdue items, down 2 since the last digest; \
+             2 actions overdue, 1 unverified"
         );
         for expected in [
             "Total overdue: 3",
@@ -737,16 +779,26 @@ mod tests {
             "Directorate: 1 overdue",
             "Performance Unit: 1 overdue",
             "held by role:performance_unit",
+            // The closing-the-loop section leads, before the overdue work.
+            "Closing the loop: 2 actions overdue (was 4), 1 done but not yet verified (was 1), \
+             1 Inadequate audit without a verified action plan.",
+            "- Audit 88 by S0012: 1 of 2 actions verified.",
+            "- Action 12 (owner S0031): 9 working days overdue (due 2027-05-10); from an \
+             Inadequate audit; reopened 1x.",
+            "- Action 15 (owner S0012): done, waiting 6 working days for verification.",
         ] {
             assert!(out.text.contains(expected), "text lacks {expected:?}");
         }
+        assert!(
+            out.text.find("Closing the loop").unwrap() < out.text.find("Total overdue").unwrap()
+        );
         for expected in [
             "Child Protection: 2 overdue",
             "South Child Protection 3: 1 overdue",
         ] {
             assert!(out.html.contains(expected), "html lacks {expected:?}");
         }
-        assert!(first.subject.ends_with("(first digest)"));
+        assert!(first.subject.contains("(first digest)"));
         assert!(first.text.contains("This is the first digest"));
     }
 

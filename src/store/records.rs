@@ -59,7 +59,42 @@ where
 type RecordRow = (i64, String, String, String, String, String);
 type OutcomeRow = (i64, i64, String, String, bool, Option<String>);
 
+/// Turns a stored row into a [`Record`].
+fn to_record(
+    (assignment_id, form_id, fields, submitted_by, at, via): RecordRow,
+) -> Result<Record, StoreError> {
+    Ok(Record {
+        assignment_id,
+        fields: serde_json::from_str(&fields).map_err(|_| StoreError::Corrupt {
+            column: "fields",
+            value: fields.clone(),
+        })?,
+        form_id,
+        submitted_by,
+        submitted_at: instant("submitted_at", &at)?,
+        via: Via::parse(&via).ok_or(StoreError::Corrupt {
+            column: "via",
+            value: via.clone(),
+        })?,
+    })
+}
+
 impl Store {
+    /// Every record answering `form_id`, oldest first (what the senior-leadership digest reads
+    /// to find Inadequate audits).
+    pub async fn records_of_form(&self, form_id: &str) -> Result<Vec<Record>, StoreError> {
+        let rows: Vec<RecordRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT assignment_id, form_id, fields, submitted_by, submitted_at, via \
+                 FROM records WHERE form_id = $1 ORDER BY assignment_id",
+            )
+            .bind(form_id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(to_record).collect()
+    }
+
     /// The record stored with assignment `id`, if it was completed through a form.
     pub async fn record(&self, id: i64) -> Result<Option<Record>, StoreError> {
         let row: Option<RecordRow> = on_pool!(self, |pool| {
@@ -71,23 +106,7 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        row.map(|(assignment_id, form_id, fields, submitted_by, at, via)| {
-            Ok(Record {
-                assignment_id,
-                fields: serde_json::from_str(&fields).map_err(|_| StoreError::Corrupt {
-                    column: "fields",
-                    value: fields.clone(),
-                })?,
-                form_id,
-                submitted_by,
-                submitted_at: instant("submitted_at", &at)?,
-                via: Via::parse(&via).ok_or(StoreError::Corrupt {
-                    column: "via",
-                    value: via.clone(),
-                })?,
-            })
-        })
-        .transpose()
+        row.map(to_record).transpose()
     }
 
     /// Moderation outcomes about audit `audit_id` (from every moderation of it), in field order
