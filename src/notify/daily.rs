@@ -40,6 +40,8 @@ pub async fn decide(
     };
     let today = ctx.today(now);
     if !ctx.calendar.is_working_day(today) {
+        let next = ctx.calendar.nth_working_day_after(today, 1);
+        tracing::info!(%today, %next, "not a working day: no messages are decided today; the next daily messages are decided on {next}");
         return Ok(DecisionReport::default());
     }
     let last: Option<jiff::civil::Date> = store
