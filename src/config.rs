@@ -200,12 +200,15 @@ impl Settings {
         for file in [
             &mut settings.web.link_key_file,
             &mut settings.web.previous_link_key_file,
-            &mut settings.web.templates_dir,
         ]
         .into_iter()
         .flatten()
         {
-            *file = base.join(&*file);
+            // A systemd credential (`$CREDENTIALS_DIRECTORY/…`) is absolute once expanded.
+            *file = base.join(crate::notify::settings::expand_credentials(file));
+        }
+        if let Some(dir) = &settings.web.templates_dir {
+            settings.web.templates_dir = Some(base.join(dir));
         }
         if let Some(file) = &settings.notify.preferences_file {
             settings.notify.preferences_file = Some(base.join(file));

@@ -92,13 +92,15 @@ pub fn link_keys(settings: &Settings) -> Result<Option<crate::links::LinkKeys>, 
     let problem = |key: &str, e: crate::links::KeyFileError| {
         Problems::from(Problem::new(&settings.source, key, e.to_string()))
     };
-    let current = crate::links::load_or_create_key(path, settings.web.create_link_key)
+    // `$CREDENTIALS_DIRECTORY/…` names a systemd credential, as for the channels' secrets.
+    let expand = crate::notify::settings::expand_credentials;
+    let current = crate::links::load_or_create_key(&expand(path), settings.web.create_link_key)
         .map_err(|e| problem("web.link_key_file", e))?;
     let previous = settings
         .web
         .previous_link_key_file
         .as_deref()
-        .map(|p| crate::links::load_or_create_key(p, false))
+        .map(|p| crate::links::load_or_create_key(&expand(p), false))
         .transpose()
         .map_err(|e| problem("web.previous_link_key_file", e))?;
     Ok(Some(crate::links::LinkKeys::new(
