@@ -112,7 +112,9 @@ pub struct NotifyConfig {
     /// Hold messages outside working hours and days (the default); the example configuration
     /// turns this off so a first run shows mail at once.
     pub hold_outside_working_hours: bool,
-    /// Attempts before a message is dead and an admin alert goes out.
+    /// Attempts before a message is dead and an admin alert goes out. The default, 30, spans
+    /// about 5½ days with the default backoff (doubling from 1 minute to the 6 hour cap), so a
+    /// relay down for three working days loses nothing; 8 gave up after about two hours.
     pub max_attempts: u32,
     /// First retry delay in seconds; doubles each attempt (with jitter), up to `backoff_max_seconds`.
     pub backoff_base_seconds: u64,
@@ -137,7 +139,7 @@ impl Default for NotifyConfig {
             working_hours_start: "08:00".into(),
             working_hours_end: "18:00".into(),
             hold_outside_working_hours: true,
-            max_attempts: 8,
+            max_attempts: 30,
             backoff_base_seconds: 60,
             backoff_max_seconds: 6 * 3600,
             admin_channel: None,
