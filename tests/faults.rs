@@ -385,7 +385,7 @@ async fn smtp_down_three_working_days_then_back_delivers_everything_once() {
     println!(
         "FIGURES smtp-down: relay down {} to {back_at}, {} ticks; messages expected {}, \
          received {} distinct, duplicated {}; most attempts on one message {most_attempts}; \
-         all sent by the tick at {all_sent_at} ({:#} after the relay came back)",
+         all sent by the tick at {all_sent_at} ({} min after the relay came back)",
         times[0],
         times.len(),
         expected.len(),
@@ -495,4 +495,153 @@ async fn clock_jumps_and_both_clock_changes_create_work_once_and_send_no_notice_
         "each notice once, as in the forward-only run"
     );
     assert_eq!(clean.assignments(end), org.assignments(end));
+}
+
+/// One request the webhook peer received: (outbox key, signed-at unix seconds).
+fn hook_requests(requests: &[wiremock::Request]) -> Vec<(String, i64)> {
+    requests
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let at = r.headers["x-qaloop-timestamp"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (body["id"].as_str().unwrap().to_owned(), at)
+        })
+        .collect()
+}
+
+/// Scenario 3: a signed webhook answers 429 with `Retry-After: 7200`, then 500, then hangs
+/// past the channel's timeout, then recovers. Senior leaders' notices go to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_429_500_and_hanging_are_retried_not_before_retry_after_and_delivered_once() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let peer = MockServer::start().await;
+    let hook = format!(
+        "\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}/qaloop\"\n\
+         secret = \"not-a-real-secret\"\ntimeout_seconds = 1\n",
+        peer.uri()
+    );
+    let org = Org::new(&hook, &["mail-files"], |t| {
+        t.replacen(
+            "[[notify.routes]]",
+            "[[notify.routes]]\nkinds = [\"*\"]\nroles = [\"slt\"]\nchannels = [\"hook\"]\n\n\
+             [[notify.routes]]",
+            1,
+        )
+    });
+    let answer = |template: ResponseTemplate| Mock::given(method("POST")).respond_with(template);
+    let hook_rows = |o: &Org| -> BTreeMap<String, (String, i64)> {
+        o.outbox()
+            .into_iter()
+            .filter(|(k, _)| k.ends_with(":hook"))
+            .collect()
+    };
+    let t0 = local(date(2027, 5, 10), 9, 0);
+    let mut seen = Vec::new();
+
+    // 429 with Retry-After: two hours.
+    answer(ResponseTemplate::new(429).insert_header("Retry-After", "7200"))
+        .mount(&peer)
+        .await;
+    org.tick(t0);
+    let first = hook_requests(&peer.received_requests().await.unwrap());
+    let rows = hook_rows(&org);
+    assert!(
+        !first.is_empty() && !rows.is_empty(),
+        "nothing went to the webhook"
+    );
+    assert!(rows.values().all(|(s, _)| s == "failed"), "{rows:?}");
+    org.tick(t0 + 1.hour());
+    org.tick(t0 + 119.minutes());
+    let all = hook_requests(&peer.received_requests().await.unwrap());
+    let early: Vec<_> = all[first.len()..].to_vec();
+    assert!(
+        early.is_empty(),
+        "retried sooner than Retry-After: first {first:?}, then {early:?}, rows {:?}",
+        hook_rows(&org)
+    );
+    let early = early.len();
+    seen.extend(hook_requests(&peer.received_requests().await.unwrap()));
+
+    // 500.
+    peer.reset().await;
+    answer(ResponseTemplate::new(500)).mount(&peer).await;
+    org.tick(t0 + 2.hours() + 1.minute());
+    let after_500 = hook_requests(&peer.received_requests().await.unwrap());
+    assert!(!after_500.is_empty(), "not retried after Retry-After");
+    let n500 = after_500.len();
+    seen.extend(after_500);
+
+    // No answer within the 1 s timeout.
+    peer.reset().await;
+    answer(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&peer)
+        .await;
+    let hang_start = Instant::now();
+    org.tick(t0 + 3.hours());
+    let hang_took = hang_start.elapsed();
+    let hung = hook_requests(&peer.received_requests().await.unwrap());
+    assert!(!hung.is_empty(), "not retried after a 500");
+    let nhung = hung.len();
+    assert!(
+        hook_rows(&org).values().all(|(s, _)| s == "failed"),
+        "a request past the timeout counted as sent: {:?}",
+        hook_rows(&org)
+    );
+    seen.extend(hung);
+
+    // Healthy again.
+    peer.reset().await;
+    answer(ResponseTemplate::new(200)).mount(&peer).await;
+    let mut healthy_at = None;
+    for h in 4..=10 {
+        let t = t0 + h.hours();
+        org.tick(t);
+        if healthy_at.is_none() && hook_rows(&org).values().all(|(s, _)| s == "sent") {
+            healthy_at = Some(t);
+        }
+    }
+    let delivered = hook_requests(&peer.received_requests().await.unwrap());
+    let rows = hook_rows(&org);
+    let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
+    for (key, _) in &delivered {
+        *per_key.entry(key).or_default() += 1;
+    }
+    // Nothing was sent to a key before its 429 said it could be.
+    let too_soon: Vec<_> = seen
+        .iter()
+        .chain(&delivered)
+        .filter(|(_, at)| *at > t0.as_second() && *at < t0.as_second() + 7200)
+        .collect();
+    println!(
+        "FIGURES webhook: {} messages to the webhook; requests: 429 {}, retried before \
+         Retry-After {early}, 500 {}, hung past the 1 s timeout {} (that tick took {:?}), \
+         200 {}; delivered once {}; all sent by {} ({} min after t0), attempts {:?}",
+        rows.len(),
+        first.len(),
+        n500,
+        nhung,
+        hang_took,
+        delivered.len(),
+        per_key.values().filter(|n| **n == 1).count(),
+        healthy_at.map(|t| t.to_string()).unwrap_or_default(),
+        healthy_at.map_or(0, |t| (t.as_second() - t0.as_second()) / 60),
+        rows.values().map(|(_, a)| *a).collect::<BTreeSet<_>>(),
+    );
+    assert!(too_soon.is_empty(), "sent before Retry-After: {too_soon:?}");
+    assert!(rows.values().all(|(s, _)| s == "sent"), "{rows:?}");
+    assert_eq!(
+        per_key
+            .keys()
+            .map(|k| k.to_string())
+            .collect::<BTreeSet<_>>(),
+        rows.keys().cloned().collect::<BTreeSet<_>>(),
+        "every webhook row delivered"
+    );
+    assert!(per_key.values().all(|n| *n == 1), "{per_key:?}");
 }
