@@ -109,7 +109,7 @@ impl Org {
 
     /// Outbox rows: key → (status, attempts).
     fn outbox(&self) -> BTreeMap<String, (String, i64)> {
-        let out = self.run(&["outbox", "list", "--format", "json"]);
+        let out = self.run(&["outbox", "list", "--format", "json", "--limit", "1000000"]);
         let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
         rows.iter()
             .map(|r| {
@@ -391,11 +391,7 @@ async fn smtp_down_three_working_days_then_back_delivers_everything_once() {
         expected.len(),
         got.len(),
         duplicates(&got),
-        all_sent_at
-            .since(back_at)
-            .unwrap()
-            .round(jiff::Unit::Minute)
-            .unwrap(),
+        (all_sent_at.as_second() - back_at.as_second()) / 60,
     );
     assert_eq!(got, expected, "each message exactly once, none lost");
     assert_eq!(clean.assignments(end), org.assignments(end));
@@ -644,4 +640,434 @@ async fn webhook_429_500_and_hanging_are_retried_not_before_retry_after_and_deli
         "every webhook row delivered"
     );
     assert!(per_key.values().all(|n| *n == 1), "{per_key:?}");
+}
+
+// ----- scenarios with `serve` (real time, seconds) ----------------------------------------------
+
+/// Starts `serve` with its log in `log` and `env` on top; killed on drop.
+fn spawn_serve(org: &Org, log: &str, env: &[(&str, &str)]) -> Guard {
+    let mut cmd = org.command(&["serve"]);
+    cmd.env("QALOOP__OPS__LISTEN", "off")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(org.path(log)).unwrap());
+    Guard(cmd.spawn().unwrap())
+}
+
+/// Waits until `log` contains `needle` `count` times; panics after `limit` or if serve exits.
+fn wait_for_log(org: &Org, log: &str, needle: &str, count: usize, daemon: &mut Guard) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(org.path(log)).unwrap_or_default();
+        if text.matches(needle).count() >= count {
+            return text;
+        }
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            panic!("serve exited ({status}) waiting for `{needle}`:\n{text}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "`{needle}` not logged within 60 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for `done`, polling every 50 ms; panics with `what` after `limit`. Returns the time.
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+fn signal(daemon: &Guard, sig: &str) {
+    let sent = Command::new("kill")
+        .args([sig, &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// 09:00 London on the last working day before today (the real clock `serve` reads).
+fn last_working_morning() -> Timestamp {
+    let mut d = Timestamp::now().in_tz("Europe/London").unwrap().date();
+    loop {
+        d = d.yesterday().unwrap();
+        if d.weekday().to_monday_one_offset() <= 5 {
+            return local(d, 9, 0);
+        }
+    }
+}
+
+/// The unit's `TimeoutStopSec`, in seconds.
+fn unit_timeout_stop() -> Duration {
+    let unit = std::fs::read_to_string(config_dir().join("../systemd/qaloop.service")).unwrap();
+    let value = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .expect("TimeoutStopSec in the unit");
+    Duration::from_secs(value.trim_end_matches('s').parse().unwrap())
+}
+
+/// Scenario 7: SIGTERM while `serve` sends a backlog through a slow relay (250 ms a message):
+/// it stops within the unit's `TimeoutStopSec`, exits 0, and nothing is lost.
+/// (SIGHUP with a good and a bad configuration: `tests/ops.rs`,
+/// `serve_speaks_sd_notify_serves_health_and_metrics_and_reloads_on_sighup`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_dispatch_stops_within_timeout_stop_sec_and_loses_nothing() {
+    let mut smtp = SmtpServer::start(Options {
+        answer_after: Duration::from_millis(250),
+        ..Options::default()
+    })
+    .await;
+    let org = Org::new(&smtp_channel(smtp.port(), 5), &["email"], |t| t);
+    // A working day's messages queued while the relay was down.
+    smtp.stop().await;
+    org.tick(last_working_morning());
+    let queued = org.outbox().len();
+    assert!(queued > 20, "{queued}");
+    smtp.restart().await;
+
+    let mut daemon = spawn_serve(&org, "serve.log", &[]);
+    blocking(|| {
+        wait_until("serve sending", Duration::from_secs(60), || {
+            smtp.received().len() >= 5
+        })
+    });
+    let sent_before_term = smtp.received().len();
+    signal(&daemon, "-TERM");
+    let term = Instant::now();
+    let limit = unit_timeout_stop();
+    let status = blocking(|| {
+        loop {
+            if let Some(status) = daemon.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                term.elapsed() < limit,
+                "serve still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let stopped_in = term.elapsed();
+    let sent_at_exit = smtp.received().len();
+    assert!(status.success(), "exit status {status:?}");
+    let text = std::fs::read_to_string(org.path("serve.log")).unwrap();
+
+    // Whatever it had not sent goes at the next run: a tick past the claim lease (5 minutes).
+    let outbox = org.outbox();
+    let unsent = outbox
+        .values()
+        .filter(|(s, _)| s == "pending" || s == "failed")
+        .count();
+    org.tick(Timestamp::now() + 6.minutes());
+    let got = mail_counts(&smtp);
+    let outbox = org.outbox();
+    println!(
+        "FIGURES sigterm: {queued} queued, {sent_before_term} sent when SIGTERM came, \
+         {sent_at_exit} at exit, stopped in {stopped_in:?} (TimeoutStopSec {limit:?}), \
+         {unsent} left for the next run; in the end {} rows sent ({} cancelled), received {} \
+         distinct, duplicated {}",
+        outbox.values().filter(|(s, _)| s == "sent").count(),
+        outbox.values().filter(|(s, _)| s == "cancelled").count(),
+        got.len(),
+        duplicates(&got),
+    );
+    // Escalations whose work changed while queued are cancelled, not sent: not a loss.
+    let unsent: Vec<_> = outbox
+        .iter()
+        .filter(|(_, (s, _))| s != "sent" && s != "cancelled")
+        .collect();
+    assert!(unsent.is_empty(), "{unsent:?}\n{text}");
+    let sent = outbox.values().filter(|(s, _)| s == "sent").count();
+    assert_eq!(got.len(), sent, "a message was lost");
+    assert_eq!(duplicates(&got), 0, "a message was sent twice");
+}
+
+/// A PostgreSQL database of its own (outages are per database), dropped with `FORCE` at the end.
+struct OwnDatabase {
+    name: String,
+    url: String,
+}
+
+impl OwnDatabase {
+    fn create() -> OwnDatabase {
+        let admin = support::store::pg_url();
+        let name = format!("qaloop_fault_{}", fastrand::u64(..));
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        let url = format!("{base}/{name}");
+        OwnDatabase { name, url }
+    }
+
+    /// Refuses new connections and ends the open ones (the server stopped, for this database).
+    fn take_down(&self) {
+        psql(
+            &support::store::pg_url(),
+            &format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", self.name),
+        );
+        psql(
+            &support::store::pg_url(),
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                self.name
+            ),
+        );
+    }
+
+    fn bring_back(&self) {
+        psql(
+            &support::store::pg_url(),
+            &format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name),
+        );
+    }
+}
+
+impl Drop for OwnDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &support::store::pg_url(),
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([url, "-Atqc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether the PostgreSQL tests can run (CI=true insists that they do).
+async fn postgres_available() -> bool {
+    support::store::TestDb::postgres().await.is_some()
+}
+
+/// A plain HTTP/1.1 GET over loopback: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Scenario 4: the PostgreSQL database goes away under a running `serve` (connections refused
+/// and ended) and comes back. Readiness says why it is not ready, a pass during the outage
+/// logs the cause, and the daemon recovers without a restart.
+///
+/// The SQLite variant (folder made read-only) is not run: the suite runs as root in CI, and
+/// root writes to read-only folders anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_named_not_ready_and_recovered_from_without_a_restart() {
+    if !postgres_available().await {
+        return;
+    }
+    let db = OwnDatabase::create();
+    let smtp = SmtpServer::start(Options::default()).await;
+    let org = Org::new(&smtp_channel(smtp.port(), 5), &["email"], |t| t);
+    let env = [
+        ("QALOOP__DATABASE__URL", db.url.as_str()),
+        ("QALOOP__OPS__LISTEN", "127.0.0.1:0"),
+    ];
+    let mut daemon = spawn_serve(&org, "serve.log", &env);
+    let text = blocking(|| wait_for_log(&org, "serve.log", "pass complete", 1, &mut daemon));
+    let line = text.lines().find(|l| l.contains("ops listener")).unwrap();
+    let addr = line.split("address=").nth(1).unwrap();
+    let addr = addr.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(blocking(|| http_get(&addr, "/readyz")).0, 200);
+
+    // Down: /readyz answers 503 with the reason.
+    db.take_down();
+    let mut reason = String::new();
+    let noticed = blocking(|| {
+        wait_until("/readyz 503", Duration::from_secs(30), || {
+            let (status, body) = http_get(&addr, "/readyz");
+            reason = body;
+            status == 503
+        })
+    });
+    // Back: ready again without a restart.
+    db.bring_back();
+    let recovered = blocking(|| {
+        wait_until("/readyz 200", Duration::from_secs(30), || {
+            http_get(&addr, "/readyz").0 == 200
+        })
+    });
+
+    // Down again, with a reload (SIGHUP runs a pass) during the outage: the errors name the
+    // cause; then back, and the node leads and passes again in the same process.
+    let count = |needle: &str| {
+        std::fs::read_to_string(org.path("serve.log"))
+            .unwrap()
+            .matches(needle)
+            .count()
+    };
+    let (leads, passes) = (count("this node leads"), count("pass complete"));
+    db.take_down();
+    signal(&daemon, "-HUP");
+    let cause = "is not currently accepting connections";
+    let text = blocking(|| wait_for_log(&org, "serve.log", cause, 1, &mut daemon));
+    let error = text.lines().find(|l| l.contains(cause)).unwrap().to_owned();
+    db.bring_back();
+    let back = Instant::now();
+    blocking(|| wait_for_log(&org, "serve.log", "this node leads", leads + 1, &mut daemon));
+    blocking(|| wait_for_log(&org, "serve.log", "pass complete", passes + 1, &mut daemon));
+    let pass_recovered = back.elapsed();
+    let ready_again = blocking(|| {
+        wait_until(
+            "/readyz 200 after the pass",
+            Duration::from_secs(30),
+            || http_get(&addr, "/readyz").0 == 200,
+        )
+    });
+    let outage_errors = count(cause);
+    println!(
+        "FIGURES database: outage noticed by /readyz in {noticed:?} after the cut: \
+         {reason:?}; ready {recovered:?} after it came back; during a second outage \
+         ({outage_errors} error lines) it logged {error:?}; leading and a pass complete \
+         {pass_recovered:?} after it came back, ready {ready_again:?} after that; no restart \
+         (pid {})",
+        daemon.0.id(),
+    );
+    assert!(reason.contains("database"), "{reason}");
+    assert!(
+        error.contains(&db.name),
+        "the database is not named: {error}"
+    );
+    assert!(daemon.0.try_wait().unwrap().is_none(), "serve exited");
+    signal(&daemon, "-TERM");
+    assert!(blocking(|| daemon.0.wait()).unwrap().success());
+}
+
+/// Scenario 6: two `serve` nodes on one PostgreSQL schema work through a month's backlog (the
+/// relay was down all month, so ticks queued it), and the leader is killed (`kill -9`) when
+/// half has gone out. The other node takes over the passes, nothing is lost, and the
+/// duplicates stay within the kill window (the rows the dead node had sent but not recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_the_leader_killed_half_way_lose_nothing_and_duplicate_only_the_kill_window() {
+    let Some(db) = support::store::TestDb::postgres().await else {
+        return;
+    };
+    let support::store::Target::Postgres { url, schema } = db.target.clone() else {
+        unreachable!()
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}options[search_path]={schema}");
+    let mut smtp = SmtpServer::start(Options {
+        answer_after: Duration::from_millis(5),
+        ..Options::default()
+    })
+    .await;
+    let org = Org::new(&smtp_channel(smtp.port(), 5), &["email"], |t| {
+        t.replacen(
+            "url = \"sqlite://qaloop-example.db\"",
+            &format!("url = \"{url}\""),
+            1,
+        )
+    });
+
+    // A month of working days with the relay down: everything queued, retrying.
+    smtp.stop().await;
+    let last = last_working_morning();
+    let month: Vec<Timestamp> = working_mornings(
+        last.in_tz("Europe/London").unwrap().date() - 27.days(),
+        last.in_tz("Europe/London").unwrap().date(),
+    );
+    for &t in &month {
+        org.tick(t);
+    }
+    let backlog = org.outbox().len();
+    smtp.restart().await;
+
+    let mut a = spawn_serve(&org, "a.log", &[]);
+    blocking(|| wait_for_log(&org, "a.log", "this node leads", 1, &mut a));
+    let mut b = spawn_serve(&org, "b.log", &[]);
+    blocking(|| wait_for_log(&org, "b.log", "another node leads", 1, &mut b));
+    blocking(|| {
+        wait_until("half the backlog sent", Duration::from_secs(120), || {
+            smtp.received().len() >= backlog / 2
+        })
+    });
+    signal(&a, "-KILL");
+    let killed = Instant::now();
+    let at_kill = smtp.received().len();
+    blocking(|| a.0.wait()).unwrap();
+    let text = blocking(|| wait_for_log(&org, "b.log", "trigger=\"takeover\"", 1, &mut b));
+    let took_over = killed.elapsed();
+    assert!(text.contains("this node leads"), "{text}");
+    blocking(|| wait_for_log(&org, "b.log", "pass complete", 1, &mut b));
+    // B sends what it can; the rows the dead node held claimed wait for their lease.
+    let mut seen = (smtp.received().len(), Instant::now());
+    blocking(|| {
+        wait_until("the survivor to go quiet", Duration::from_secs(120), || {
+            let now = smtp.received().len();
+            if now != seen.0 {
+                seen = (now, Instant::now());
+            }
+            seen.1.elapsed() > Duration::from_secs(3)
+        })
+    });
+    let stranded = org
+        .outbox()
+        .values()
+        .filter(|(s, _)| s == "pending" || s == "failed")
+        .count();
+    signal(&b, "-TERM");
+    assert!(blocking(|| b.0.wait()).unwrap().success());
+    // The lease (5 minutes) runs out: the next run sends the stranded rows.
+    org.tick(Timestamp::now() + 6.minutes());
+
+    let outbox = org.outbox();
+    let sent = outbox.values().filter(|(s, _)| s == "sent").count();
+    let open: Vec<_> = outbox
+        .iter()
+        .filter(|(_, (s, _))| s != "sent" && s != "cancelled")
+        .collect();
+    let got = mail_counts(&smtp);
+    println!(
+        "FIGURES two-nodes: backlog {backlog} rows from {} ticks; leader killed at {at_kill} \
+         received; takeover pass {took_over:?} after the kill; {stranded} rows stranded \
+         under the dead node's lease; in the end {} rows, {sent} sent, received {} distinct, \
+         duplicated {}",
+        month.len(),
+        outbox.len(),
+        got.len(),
+        duplicates(&got),
+    );
+    assert!(open.is_empty(), "not sent: {open:?}");
+    assert_eq!(got.len(), sent, "a message was lost");
+    assert!(took_over < Duration::from_secs(30), "{took_over:?}");
+    assert!(
+        duplicates(&got) <= RESENT_PER_CRASH,
+        "duplicated beyond the kill window"
+    );
+    let end = Timestamp::now();
+    org.assignments(end);
 }
