@@ -56,6 +56,9 @@ struct SendClock {
     next: Option<jiff::Timestamp>,
     /// When the outbox was last looked at.
     checked: std::time::Instant,
+    /// Looks at the outbox that failed in a row (the database is unreachable): the next look
+    /// waits [`failure_backoff`] of this, so an outage is not retried and logged every second.
+    failures: u32,
 }
 
 impl SendClock {
@@ -64,11 +67,21 @@ impl SendClock {
         dispatch_due(self.next, now, self.checked.elapsed())
     }
 
-    /// Reads the next sendable moment; on error, dispatches at the next wake.
-    async fn refresh(&mut self, store: &Store) {
+    /// Reads the next sendable moment at `now`; on error, dispatches again after a backoff
+    /// that doubles from 2 s to a minute while the errors last.
+    async fn refresh(&mut self, store: &Store, now: jiff::Timestamp) {
         self.next = match store.next_send_at().await {
-            Ok(next) => next,
-            Err(_) => Some(jiff::Timestamp::MIN),
+            Ok(next) => {
+                self.failures = 0;
+                next
+            }
+            Err(_) => {
+                self.failures = self.failures.saturating_add(1);
+                Some(
+                    now.saturating_add(failure_backoff(self.failures))
+                        .unwrap_or(now),
+                )
+            }
         };
         self.checked = std::time::Instant::now();
     }
@@ -83,6 +96,12 @@ impl SendClock {
                 .max(Duration::from_secs(1)),
         )
     }
+}
+
+/// How long to wait before looking at the outbox again after `failures` failed looks in a row:
+/// 2 s, 4 s, … up to a minute. (Before: every wake-up, about once a second, each logged.)
+fn failure_backoff(failures: u32) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_secs((1i64 << failures.clamp(1, 6)).min(60))
 }
 
 /// The rule of [`SendClock::due`], pure for testing.
@@ -414,8 +433,9 @@ pub async fn serve(
     let mut sends = SendClock {
         next: None,
         checked: std::time::Instant::now(),
+        failures: 0,
     };
-    sends.refresh(&store).await;
+    sends.refresh(&store, clock.now()).await;
     let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
     let mut staff_mtime = modified(&live.settings.organisation.staff_file);
     loop {
@@ -482,7 +502,7 @@ pub async fn serve(
                 break;
             }
             staff_mtime = mtime;
-            sends.refresh(&store).await;
+            sends.refresh(&store, clock.now()).await;
             systemd::status(&status_line(&store, &vitals).await);
         } else if mtime != staff_mtime && role.leads() {
             staff_mtime = mtime;
@@ -490,7 +510,7 @@ pub async fn serve(
             if finish_or_stop(work, shutdown.as_mut()).await {
                 break;
             }
-            sends.refresh(&store).await;
+            sends.refresh(&store, clock.now()).await;
             systemd::status(&status_line(&store, &vitals).await);
         } else {
             // Between passes: urgent alerts that fell due (one cheap read when there are none),
@@ -530,7 +550,7 @@ pub async fn serve(
                 break;
             }
             if dispatched {
-                sends.refresh(&store).await;
+                sends.refresh(&store, clock.now()).await;
             }
         }
     }
@@ -847,9 +867,16 @@ mod tests {
         let clock = SendClock {
             next: Some(later),
             checked: std::time::Instant::now(),
+            failures: 0,
         };
         assert_eq!(clock.until_next(now), Some(Duration::from_secs(1800)));
         assert_eq!(clock.until_next(later), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn an_unreachable_outbox_is_looked_at_again_after_a_growing_wait_of_at_most_a_minute() {
+        let waits: Vec<i64> = (1..=8).map(|n| failure_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
     }
 
     #[tokio::test]

@@ -482,14 +482,10 @@ impl Dispatcher {
                 Expiry::DueDatePassed(at_start_of(event.date.tomorrow().unwrap_or(event.date)))
             }
             _ => {
+                // Through the whole of the last of those working days.
                 let queued = queued.to_zoned(hours.tz.clone());
                 let last = calendar.nth_working_day_after(queued.date(), days);
-                Expiry::TooOld(
-                    last.to_datetime(queued.time())
-                        .to_zoned(hours.tz.clone())
-                        .map(|z| z.timestamp())
-                        .unwrap_or(Timestamp::MAX),
-                )
+                Expiry::TooOld(at_start_of(last.tomorrow().unwrap_or(last)))
             }
         }
     }

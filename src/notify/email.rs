@@ -482,7 +482,9 @@ fn redact_addresses(text: &str) -> String {
 }
 
 /// Writes each message as `<dir>/<key token>.eml`, for trying qaloop out and for relays that
-/// pick up files. Delivering the same key again overwrites the same file.
+/// pick up files. Delivering the same key again overwrites the same file. Before its first
+/// write a channel removes the temporary files that writers no longer running left behind
+/// (a `kill -9` between create and rename), so crashes do not accumulate them.
 #[derive(Debug)]
 pub struct FileChannel {
     /// `[[channels]] name`.
@@ -491,6 +493,9 @@ pub struct FileChannel {
     dir: PathBuf,
     /// `From:` and `Reply-To:`.
     sender: Sender,
+    /// Set once the folder has been swept of dead writers' temporary files: once per process
+    /// is enough, since files this process leaves are swept by the next one.
+    swept: std::sync::atomic::AtomicBool,
 }
 
 impl FileChannel {
@@ -505,6 +510,7 @@ impl FileChannel {
             name: name.clone(),
             dir: base_dir.join(&settings.dir),
             sender,
+            swept: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -527,28 +533,40 @@ impl Channel for FileChannel {
         Box::pin(async move {
             let bytes = compose(message, &self.sender)?.formatted();
             let path = self.path_for(&message.key);
-            tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|written| written.map_err(|e| e.to_string()))
-                .map_err(|problem| DeliveryError::Temporary {
-                    reason: format!("cannot write to {}: {problem}", self.dir.display()),
-                    retry_after: None,
-                })
+            let sweep = !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed);
+            tokio::task::spawn_blocking(move || {
+                if sweep && let Some(dir) = path.parent() {
+                    sweep_stale_temps(dir, std::time::SystemTime::now());
+                }
+                write_atomically(&path, &bytes)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|written| written.map_err(|e| e.to_string()))
+            .map_err(|problem| DeliveryError::Temporary {
+                reason: format!("cannot write to {}: {problem}", self.dir.display()),
+                retry_after: None,
+            })
         })
     }
 }
 
 /// Writes `bytes` to `path` through a synced temporary file in the same folder and a rename, so
 /// a reader (or a crash) sees the old file or the whole new one, never half of one. The
-/// temporary name starts with `.` and does not end in `.eml`, so pickers of `*.eml` skip it.
+/// temporary name, `.<file>.<pid>-<random>.tmp`, starts with `.` and does not end in `.eml`, so
+/// pickers of `*.eml` skip it, and names its writer, so [`sweep_stale_temps`] can tell a
+/// dead writer's leftover from a live writer's file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
 
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = dir.join(format!(".{file_name}.{:016x}.tmp", fastrand::u64(..)));
+    let temp = dir.join(format!(
+        ".{file_name}.{}-{:016x}.tmp",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     let written = (|| {
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(bytes)?;
@@ -560,6 +578,51 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&temp);
     }
     written
+}
+
+/// How old a temporary file without a writer's pid (written before names carried one) must be
+/// before [`sweep_stale_temps`] removes it.
+const UNOWNED_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// Removes the temporary files in `dir` whose writer is no longer running (its pid has no
+/// `/proc` entry), and those without a pid older than [`UNOWNED_TEMP_AGE`]. Best effort: a file
+/// that cannot be read or removed is left. Where `/proc` is missing nothing is removed. A live
+/// writer on another host sharing the folder could lose its file; its rename then fails, the
+/// delivery is temporary and retried, so nothing is lost.
+fn sweep_stale_temps(dir: &Path, now: std::time::SystemTime) -> usize {
+    if !Path::new("/proc/self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .filter(|n| n.contains(".eml."))
+        else {
+            continue;
+        };
+        let owner = stem.rsplit('.').next().unwrap_or_default();
+        let stale = match owner.split_once('-') {
+            Some((pid, _)) if pid.parse::<u32>().is_ok() => !Path::new("/proc").join(pid).exists(),
+            _ => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| now.duration_since(at).unwrap_or_default() > UNOWNED_TEMP_AGE),
+        };
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, dir = %dir.display(), "removed temporary files left by writers that stopped");
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -856,5 +919,44 @@ mod tests {
         let channel = SmtpChannel::new(&smtp_settings(), Path::new(".")).unwrap();
 
         drop(channel);
+    }
+
+    #[test]
+    fn a_sweep_removes_dead_writers_temporary_files_and_keeps_live_ones_and_mail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let dead = {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            child.wait().unwrap();
+            child.id()
+        };
+        let me = std::process::id();
+        let write = |name: &str| {
+            std::fs::write(dir.join(name), b"x").unwrap();
+            dir.join(name)
+        };
+        write("a.eml");
+        write(&format!(".a.eml.{dead}-00000000000000ff.tmp"));
+        let live = write(&format!(".b.eml.{me}-00000000000000ff.tmp"));
+        let fresh = write(".c.eml.00000000000000ff.tmp");
+        let old = write(".d.eml.00000000000000ff.tmp");
+        let hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(hours_ago)
+            .unwrap();
+
+        assert_eq!(sweep_stale_temps(&dir, std::time::SystemTime::now()), 2);
+
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        left.sort();
+        let mut want = vec![dir.join("a.eml"), live, fresh];
+        want.sort();
+        assert_eq!(left, want);
     }
 }

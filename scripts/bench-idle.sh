@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Idle benchmark (issue 9): `qaloop serve` (release build) on the example council with a year of
+# data, idle for IDLE_SECONDS (default 60): start to READY=1, resident memory, CPU used. When
+# Debian's prometheus-alertmanager is installed, Alertmanager runs side by side in the same run
+# as the peer (`apt-get install -y prometheus-alertmanager`; its service is not used).
+# Not part of CI. See BENCHMARKS.md, "Idle serve".
+#
+#   scripts/bench-idle.sh
+#   IDLE_SECONDS=300 scripts/bench-idle.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+idle=${IDLE_SECONDS:-60}
+cargo build --locked --release --quiet
+bin=$PWD/target/release/qaloop
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cp config/schedule.toml config/bank-holidays.json config/example-staff.csv "$work/"
+sed -e 's|^# listen = "127.0.0.1:9464".*|listen = "127.0.0.1:0"|' config/example.toml >"$work/qaloop.toml"
+grep -q '^listen = "127.0.0.1:0"' "$work/qaloop.toml"
+
+# A year of data: a tick at 09:00 London on every weekday of the 365 days up to yesterday.
+start=$(date +%s)
+ticks=0
+for back in $(seq 365 -1 1); do
+    day=$(date -u -d "@$((start - back * 86400))" +%F)
+    [ "$(date -u -d "$day" +%u)" -le 5 ] || continue
+    TZ=Europe/London "$bin" --config "$work/qaloop.toml" tick \
+        --now "$(TZ=Europe/London date -d "$day 09:00" --iso-8601=seconds)" >/dev/null
+    ticks=$((ticks + 1))
+done
+echo "data: $ticks ticks; $("$bin" --config "$work/qaloop.toml" assignments list --format json --now "$(date -u +%FT%TZ)" | grep -c '"id"') assignments," \
+     "$("$bin" --config "$work/qaloop.toml" outbox list --format json --limit 10000000 | grep -c '"key"') outbox rows," \
+     "database $(du -k "$work/qaloop-example.db" | cut -f1) KiB"
+
+am=$(command -v prometheus-alertmanager || true)
+python3 - "$bin" "$work" "$idle" "$am" <<'PY'
+import os, socket, subprocess, sys, time, urllib.request
+
+bin, work, idle, am = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+def cpu_ns(pid):
+    """CPU time of all live threads, from schedstat (nanoseconds, not 10 ms ticks)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+procs = []
+try:
+    # qaloop: READY=1 over a notify socket, as systemd would receive it.
+    sock_path = os.path.join(work, "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(60)
+    env = {k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "JOURNAL_STREAM")}
+    env["NOTIFY_SOCKET"] = sock_path
+    log = open(os.path.join(work, "serve.log"), "w")
+    t0 = time.monotonic()
+    q = subprocess.Popen([bin, "--config", os.path.join(work, "qaloop.toml"), "serve"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=log)
+    procs.append(q)
+    while b"READY=1" not in sock.recv(4096):
+        pass
+    q_ready = time.monotonic() - t0
+
+    a = None
+    if am:
+        cfg = os.path.join(work, "alertmanager.yml")
+        open(cfg, "w").write("route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n")
+        port = free_port()
+        t0 = time.monotonic()
+        a = subprocess.Popen([am, f"--config.file={cfg}", f"--storage.path={work}/am",
+                              f"--web.listen-address=127.0.0.1:{port}",
+                              "--cluster.listen-address="],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(a)
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.01)
+        a_ready = time.monotonic() - t0
+
+    time.sleep(2)  # let both settle after start-up
+    watched = [("qaloop serve", q, q_ready)] + ([("alertmanager 0.25", a, a_ready)] if a else [])
+    before = {name: cpu_ns(p.pid) for name, p, _ in watched}
+    peak = {name: 0 for name, _, _ in watched}
+    end = time.monotonic() + idle
+    while time.monotonic() < end:
+        for name, p, _ in watched:
+            peak[name] = max(peak[name], rss_kib(p.pid))
+        time.sleep(1)
+    print(f"idle {idle} s, load average {open('/proc/loadavg').read().split()[0]}")
+    print(f"{'process':<20} {'to ready':>10} {'RSS MiB':>8} {'peak MiB':>9} {'CPU ms/min':>11}")
+    for name, p, ready in watched:
+        used = (cpu_ns(p.pid) - before[name]) / 1e6 * 60 / idle
+        print(f"{name:<20} {ready * 1000:>8.0f}ms {rss_kib(p.pid) / 1024:>8.1f} "
+              f"{peak[name] / 1024:>9.1f} {used:>11.1f}")
+    if not a:
+        print("alertmanager: not installed (apt-get install -y prometheus-alertmanager)")
+finally:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+PY
