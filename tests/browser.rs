@@ -406,6 +406,7 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
         clock: clock.clone(),
         pages: templates::load(None).unwrap(),
         organisation: "Example Council".into(),
+        urgent: qaloop::domain::UrgentSettings::default(),
     });
     tokio::spawn(serve(
         listener,

@@ -81,6 +81,7 @@ async fn spawn_app(db: TestDb) -> App {
         clock: clock.clone(),
         pages: templates::load(None).unwrap(),
         organisation: "Test Council".into(),
+        urgent: qaloop::domain::UrgentSettings::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
