@@ -804,6 +804,7 @@ async fn start_web(
         clock,
         pages,
         organisation: settings.organisation.name.clone(),
+        urgent: settings.urgent.clone(),
     });
     let app = crate::web::app(state, settings.web.max_body_bytes);
     let stop = tokio_util::sync::CancellationToken::new();

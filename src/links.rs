@@ -2,8 +2,9 @@
 //!
 //! A token is `base64url(payload) "." base64url(HMAC-SHA256(key, payload))` where the payload is
 //! `v1 \n staff id \n purpose \n item \n expiry (unix seconds)`. It lets its holder do exactly one
-//! thing as one person: open and complete one assignment (`item`), or open their own work page
-//! (`mywork`). The key comes from `[web] link_key_file`; a previous key is still accepted during
+//! thing as one person: open and complete one assignment (`item`), open their own work page
+//! (`mywork`), open and acknowledge one urgent concern (`concern`), or open the closing-the-loop
+//! tracker (`tracker`). The key comes from `[web] link_key_file`; a previous key is still accepted during
 //! rotation. Forms carry a CSRF token derived from the link token and the key (see
 //! [`LinkKeys::csrf`]), so a page can only be posted by someone who was sent the page.
 //!
@@ -31,6 +32,10 @@ pub enum Purpose {
     Item,
     /// Open one's own work page.
     MyWork,
+    /// Open and acknowledge one urgent concern (`item` is the concern id).
+    Concern,
+    /// Open the closing-the-loop tracker (scoped by the holder's roles when used).
+    Tracker,
 }
 
 impl Purpose {
@@ -39,6 +44,8 @@ impl Purpose {
         match self {
             Purpose::Item => "item",
             Purpose::MyWork => "mywork",
+            Purpose::Concern => "concern",
+            Purpose::Tracker => "tracker",
         }
     }
 
@@ -46,6 +53,8 @@ impl Purpose {
         match text {
             "item" => Some(Purpose::Item),
             "mywork" => Some(Purpose::MyWork),
+            "concern" => Some(Purpose::Concern),
+            "tracker" => Some(Purpose::Tracker),
             _ => None,
         }
     }
@@ -58,7 +67,7 @@ pub struct Grant {
     pub staff_id: String,
     /// What it allows.
     pub purpose: Purpose,
-    /// The assignment (for [`Purpose::Item`]).
+    /// The assignment (for [`Purpose::Item`]) or concern (for [`Purpose::Concern`]).
     pub item: Option<i64>,
     /// When it stops working.
     pub expires: Timestamp,
@@ -233,9 +242,9 @@ fn parse_payload(payload: &[u8]) -> Option<Grant> {
     }
     let purpose = Purpose::parse(purpose)?;
     let item = match (purpose, item) {
-        (Purpose::Item, i) => Some(i.parse().ok()?),
-        (Purpose::MyWork, "") => None,
-        (Purpose::MyWork, _) => return None,
+        (Purpose::Item | Purpose::Concern, i) => Some(i.parse().ok()?),
+        (Purpose::MyWork | Purpose::Tracker, "") => None,
+        (Purpose::MyWork | Purpose::Tracker, _) => return None,
     };
     Some(Grant {
         staff_id: staff_id.to_owned(),

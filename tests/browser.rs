@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use jiff::civil::date;
 use qaloop::clock::FixedClock;
 use qaloop::engine::{import_staff, reconcile};
-use qaloop::links::{Key, LinkKeys};
+use qaloop::links::{Key, LinkKeys, Purpose};
 use qaloop::notify::dispatcher::{Dispatcher, RetryPolicy};
 use qaloop::notify::router::Router;
 use qaloop::notify::settings::NotifyConfig;
@@ -399,6 +399,7 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
 
     let ctx = Arc::new(ctx);
     let clock = Arc::new(FixedClock::new(at("2027-06-10T09:00:00Z")));
+    let page_keys = keys.clone();
     let state = Arc::new(AppState {
         store: store.clone(),
         ctx: ctx.clone(),
@@ -406,6 +407,7 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
         clock: clock.clone(),
         pages: templates::load(None).unwrap(),
         organisation: "Example Council".into(),
+        urgent: qaloop::domain::UrgentSettings::default(),
     });
     tokio::spawn(serve(
         listener,
@@ -554,4 +556,45 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
         }
         session.close().await;
     }
+
+    // Senior leadership's closing-the-loop tracker (the audits above raised actions), then a
+    // health concern's page as its head of service opens it from the alert.
+    let session = driver.session(true, &profiles.path().join("DIR")).await;
+    let now = qaloop::clock::Clock::now(clock.as_ref());
+    let tracker = page_keys.sign_from("DIR", Purpose::Tracker, None, now);
+    session.open(&format!("{base}/tracker?t={tracker}")).await;
+    session.wait_for("Actions by service and team").await;
+    session.axe("the tracker").await;
+    session.screenshot("tracker.png").await;
+
+    let audit = assignment(&store, "file-audit", "TM1").await;
+    store
+        .raise_concerns(
+            &[qaloop::domain::NewConcern {
+                assignment_id: audit.id,
+                case_reference: "CIN-004512".into(),
+                kind: qaloop::domain::ConcernKind::Health,
+            }],
+            &qaloop::domain::Actor::new("TM1", qaloop::domain::Via::Link),
+            at("2027-06-10T08:30:00Z"),
+        )
+        .await
+        .unwrap();
+    let concern = store
+        .concerns(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.kind == qaloop::domain::ConcernKind::Health)
+        .unwrap();
+    let token = page_keys.sign_from("HOS", Purpose::Concern, Some(concern.id), now);
+    session
+        .open(&format!("{base}/concerns/{}?t={token}", concern.id))
+        .await;
+    session
+        .wait_for("Has it been raised with the health service?")
+        .await;
+    session.axe("the concern page").await;
+    session.screenshot("concern.png").await;
+    session.close().await;
 }

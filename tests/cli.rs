@@ -740,6 +740,21 @@ fn messages_carry_signed_links_and_link_prints_one() {
     );
     let ghost = s.run(&["link", "--for", "GHOST", "--item", "1"]);
     assert_eq!(ghost.status.code(), Some(65), "{}", stderr(&ghost));
+    let tracker = s.run(&["link", "--for", "S0007", "--tracker"]);
+    assert!(tracker.status.success(), "{}", stderr(&tracker));
+    assert!(
+        stdout(&tracker).starts_with("http://127.0.0.1:8080/tracker?t="),
+        "{}",
+        stdout(&tracker)
+    );
+    let no_concern = s.run(&["link", "--for", "S0007", "--concern", "999999"]);
+    assert_eq!(
+        no_concern.status.code(),
+        Some(65),
+        "{}",
+        stderr(&no_concern)
+    );
+    assert!(stderr(&no_concern).contains("no concern has id 999999"));
 
     let show = s.run(&["assignments", "show", "1", "--format", "json"]);
     assert!(show.status.success(), "{}", stderr(&show));

@@ -30,6 +30,11 @@ both_backends!(
     a_moderation_is_refused_to_its_auditor_and_its_outcome_reaches_the_auditor,
     my_work_shows_open_work_and_reports_overdue_work,
     a_fresh_link_is_queued_only_for_real_people_and_the_answer_is_the_same,
+    a_concern_is_acknowledged_through_its_link_once,
+    a_health_concern_needs_the_health_service_answer,
+    the_tracker_is_scoped_to_the_viewers_service,
+    the_tracker_csv_is_spreadsheet_safe_and_an_attachment,
+    the_concern_and_tracker_pages_carry_the_security_headers,
 );
 
 /// A running app on a loopback port over a fresh database.
@@ -81,6 +86,7 @@ async fn spawn_app(db: TestDb) -> App {
         clock: clock.clone(),
         pages: templates::load(None).unwrap(),
         organisation: "Test Council".into(),
+        urgent: qaloop::domain::UrgentSettings::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -713,5 +719,393 @@ fn routed_messages_carry_links_signed_for_each_recipient() {
         signed.link("role:slt", 7, today),
         "http://localhost:8080/a/7",
         "a role's chat post cannot carry a personal link"
+    );
+}
+
+impl App {
+    /// A concern of `kind` recorded by TM1 on TM1's file audit at 17:55 on Friday 11 June 2027;
+    /// returns its id.
+    async fn concern(&self, kind: qaloop::domain::ConcernKind) -> i64 {
+        let audit = self.work_of("file-audit", "TM1").await;
+        self.store
+            .raise_concerns(
+                &[qaloop::domain::NewConcern {
+                    assignment_id: audit.id,
+                    case_reference: "CR-0042".into(),
+                    kind,
+                }],
+                &Actor::new("TM1", Via::Link),
+                at("2027-06-11T16:55:00Z"),
+            )
+            .await
+            .unwrap();
+        self.store
+            .concerns(false)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.kind == kind)
+            .unwrap()
+            .id
+    }
+
+    fn concern_url(&self, staff: &str, id: i64) -> (String, String) {
+        let token = self
+            .keys
+            .sign_from(staff, Purpose::Concern, Some(id), self.now());
+        (format!("{}/concerns/{id}?t={token}", self.base), token)
+    }
+
+    fn tracker_url(&self, staff: &str, query: &str) -> String {
+        let token = self
+            .keys
+            .sign_from(staff, Purpose::Tracker, None, self.now());
+        format!("{}/tracker?t={token}{query}", self.base)
+    }
+
+    /// Actions owned by P1 (Children in Need) and P2 (moved to Fostering), raised by their
+    /// team managers on 1 June 2027: one overdue, one on time, one whose description starts
+    /// with a formula.
+    async fn actions(&self) {
+        use qaloop::domain::{ActionSource, NewAction};
+        let mut staff = small_org();
+        for p in &mut staff {
+            if p.staff_id == "P2" || p.staff_id == "TM2" {
+                p.service = "Fostering".into();
+            }
+        }
+        let now = at("2027-06-01T08:00:00Z");
+        import_staff(
+            &self.store,
+            &self.ctx,
+            &staff,
+            "test",
+            self.ctx.today(now),
+            now,
+        )
+        .await
+        .unwrap();
+        let new = |description: &str, owner: &str, raised_by: &str, due: &str| NewAction {
+            source: ActionSource::Audit,
+            assignment_id: None,
+            description: description.into(),
+            owner: owner.into(),
+            raised_by: raised_by.into(),
+            due: due.parse().unwrap(),
+            inadequate: false,
+        };
+        self.store
+            .raise_actions(
+                &[
+                    new(
+                        "Update the chronology <b>now</b>",
+                        "P1",
+                        "TM1",
+                        "2027-06-04",
+                    ),
+                    new(
+                        "=HYPERLINK(\"http://evil.test\")",
+                        "P1",
+                        "TM1",
+                        "2027-06-30",
+                    ),
+                    new("Review the fostering plan", "P2", "TM2", "2027-06-30"),
+                ],
+                &Actor::new("TM1", Via::Cli),
+                now,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn a_concern_is_acknowledged_through_its_link_once(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.clock.set(at("2027-06-11T17:10:00Z"));
+    let id = app.concern(qaloop::domain::ConcernKind::Urgent).await;
+    let (url, token) = app.concern_url("HOS", id);
+    let csrf = app.keys.csrf(&token);
+
+    let (status, _, page) = app.get(&url).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("CR-0042"));
+    assert!(page.contains("Not yet"));
+    assert!(page.contains("What did you do next?"));
+    assert!(!page.contains("health service?"), "not a health concern");
+
+    // Someone who was not alerted (SL1 is not a head of service, senior leader or admin).
+    let (other, other_token) = app.concern_url("SL1", id);
+    let (status, _, page) = app.get(&other).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!page.contains("CR-0042"), "nothing shown to them");
+    let other_csrf = app.keys.csrf(&other_token);
+    let (status, _) = app
+        .post(&other, &[("csrf", &other_csrf), ("what_next", "Nothing")])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Nothing without the form's token, and nothing left blank.
+    let (status, _) = app.post(&url, &[("what_next", "Called")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, page) = app.post(&url, &[("csrf", &csrf), ("what_next", " ")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("Enter what you did next"));
+    assert!(app.store.concern(id).await.unwrap().is_open());
+
+    let (status, page) = app
+        .post(
+            &url,
+            &[
+                ("csrf", &csrf),
+                ("what_next", "Called the duty team; visit today"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Concern acknowledged"));
+    let c = app.store.concern(id).await.unwrap();
+    assert_eq!(c.acknowledged_by.as_deref(), Some("HOS"));
+    assert_eq!(c.acknowledged_at, Some(at("2027-06-11T17:10:00Z")));
+    assert_eq!(
+        c.acknowledgement.as_deref(),
+        Some("Called the duty team; visit today")
+    );
+    assert_eq!(c.health_informed, None);
+
+    // The director's acknowledgement comes second: they learn who was first.
+    let (dir, dir_token) = app.concern_url("DIR", id);
+    let dir_csrf = app.keys.csrf(&dir_token);
+    let (status, page) = app
+        .post(&dir, &[("csrf", &dir_csrf), ("what_next", "Phoned HOS")])
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+    assert!(page.contains("already acknowledged by HOS"));
+    let after = app.store.concern(id).await.unwrap();
+    assert_eq!(after, c, "the first acknowledgement stands");
+    let (status, _, page) = app.get(&dir).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("By HOS on 11 June 2027 at 18:10"), "{page}");
+    assert!(
+        !page.contains("<form method=\"post\""),
+        "no form once acknowledged"
+    );
+}
+
+async fn a_health_concern_needs_the_health_service_answer(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.clock.set(at("2027-06-11T17:30:00Z"));
+    let id = app.concern(qaloop::domain::ConcernKind::Health).await;
+    // The QA admin may acknowledge too.
+    let (url, token) = app.concern_url("QA", id);
+    let csrf = app.keys.csrf(&token);
+    let (status, _, page) = app.get(&url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Has it been raised with the health service?"));
+
+    let (status, page) = app
+        .post(&url, &[("csrf", &csrf), ("what_next", "Told the GP")])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("Select yes if it has been raised with the health service"));
+    assert!(page.contains("Told the GP"), "what was typed comes back");
+    assert!(app.store.concern(id).await.unwrap().is_open());
+
+    let (status, page) = app
+        .post(
+            &url,
+            &[
+                ("csrf", &csrf),
+                ("what_next", "Told the GP"),
+                ("health_informed", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let c = app.store.concern(id).await.unwrap();
+    assert_eq!(c.acknowledged_by.as_deref(), Some("QA"));
+    assert_eq!(c.health_informed, Some(true));
+}
+
+async fn the_tracker_is_scoped_to_the_viewers_service(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.actions().await;
+
+    // Senior leadership sees both services.
+    let (status, _, page) = app.get(&app.tracker_url("DIR", "")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Children in Need"));
+    assert!(page.contains("Fostering"));
+    assert!(page.contains("Review the fostering plan"));
+    assert!(
+        page.contains("Update the chronology &lt;b&gt;now&lt;&#x2f;b&gt;")
+            || page.contains("Update the chronology &lt;b&gt;now&lt;/b&gt;"),
+        "descriptions are escaped"
+    );
+    // On 10 June the first action is 4 working days overdue (4 June was due; 7–10 June).
+    assert!(page.contains("4 overdue"), "{page}");
+
+    // The head of service (Children in Need) sees only their own service.
+    let (status, _, page) = app.get(&app.tracker_url("HOS", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Update the chronology"));
+    assert!(!page.contains("Review the fostering plan"));
+    assert!(!page.contains("Fostering"));
+    // Asking for another service shows nothing of it.
+    let (status, _, page) = app.get(&app.tracker_url("HOS", "&service=Fostering")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains("Review the fostering plan"));
+
+    // Filters: overdue only.
+    let (_, _, page) = app.get(&app.tracker_url("DIR", "&state=overdue")).await;
+    assert!(page.contains("Update the chronology"));
+    assert!(!page.contains("Review the fostering plan"));
+
+    // A team manager's tracker link is refused; so is a link for another purpose.
+    let (status, _, page) = app.get(&app.tracker_url("TM1", "")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!page.contains("Update the chronology"));
+    let mywork = app.keys.sign_from("DIR", Purpose::MyWork, None, app.now());
+    let (status, _, _) = app.get(&format!("{}/tracker?t={mywork}", app.base)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+async fn the_tracker_csv_is_spreadsheet_safe_and_an_attachment(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.actions().await;
+    let url = app
+        .tracker_url("DIR", "")
+        .replace("/tracker?", "/tracker.csv?");
+
+    let (status, headers, body) = app.get(&url).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3, "{body}");
+    for row in &rows {
+        for cell in row {
+            assert!(!cell.starts_with(['=', '+', '@']), "{cell}");
+        }
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r.iter().any(|c| c == "'=HYPERLINK(\"http://evil.test\")"))
+    );
+    // The head of service's download holds only their service.
+    let hos = app
+        .tracker_url("HOS", "")
+        .replace("/tracker?", "/tracker.csv?");
+    let (_, _, body) = app.get(&hos).await;
+    assert!(!body.contains("Fostering"));
+    assert_eq!(body.lines().count(), 3, "header and P1's two actions");
+}
+
+async fn the_concern_and_tracker_pages_carry_the_security_headers(db: TestDb) {
+    let app = spawn_app(db).await;
+    let id = app.concern(qaloop::domain::ConcernKind::Urgent).await;
+    let (concern, _) = app.concern_url("HOS", id);
+    let tracker = app.tracker_url("DIR", "");
+    let urls = [
+        concern.clone(),
+        format!("{}/concerns/{id}?t=nonsense", app.base),
+        format!("{}/concerns/{id}", app.base),
+        tracker.clone(),
+        tracker.replace("/tracker?", "/tracker.csv?"),
+        format!("{}/tracker", app.base),
+        format!("{}/tracker.csv?t=nonsense", app.base),
+    ];
+    let mut statuses = Vec::new();
+    for url in urls {
+        let r = app.http.get(&url).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+        let h = r.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'none'"), "{csp}");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["cache-control"], "no-store");
+        assert_eq!(h["x-frame-options"], "DENY");
+    }
+    assert_eq!(statuses, [200, 403, 403, 200, 200, 403, 403]);
+    // A concern link for the wrong concern is refused.
+    let (wrong, _) = app.concern_url("HOS", id + 1);
+    let (status, _, _) = app
+        .get(&wrong.replace(&format!("/concerns/{}", id + 1), &format!("/concerns/{id}")))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+/// An urgent alert reaches each recipient with a concern link signed for them; a shared chat
+/// post carries the plain link.
+#[test]
+fn urgent_alerts_carry_concern_links_signed_for_each_recipient() {
+    use qaloop::domain::{Concern, ConcernKind, UrgentSettings};
+
+    let ctx = context();
+    let channel: ChannelSettings = toml::from_str(
+        "kind = \"file\"\nname = \"mail\"\ndir = \"out\"\nfrom = \"qa@example-council.test\"\n",
+    )
+    .unwrap();
+    let router = Router::new(
+        &NotifyConfig::default(),
+        std::slice::from_ref(&channel),
+        "Test Council",
+        ctx.tz.clone(),
+        vec![],
+    )
+    .with_links(keys());
+    let org = qaloop::org::Org::from_records(small_org());
+    let now = at("2027-06-11T17:00:00Z");
+    let concern = Concern {
+        id: 5,
+        assignment_id: 9,
+        case_reference: "CR-0042".into(),
+        kind: ConcernKind::Urgent,
+        raised_by: "TM1".into(),
+        raised_at: at("2027-06-11T16:55:00Z"),
+        acknowledged_by: None,
+        acknowledged_at: None,
+        acknowledgement: None,
+        health_informed: None,
+    };
+    let notices = qaloop::notify::urgent::urgent_notices(
+        &ctx,
+        &router,
+        &org,
+        &[concern],
+        &UrgentSettings::default(),
+        now,
+    );
+
+    let rows = router.route(&notices, &org, &ctx.calendar, now);
+
+    assert_eq!(rows.len(), 1, "the head of service, by email");
+    let context: serde_json::Value = serde_json::from_str(&rows[0].context).unwrap();
+    let link = context["concern"]["link"].as_str().unwrap();
+    assert!(
+        link.starts_with("http://localhost:8080/concerns/5?t="),
+        "{link}"
+    );
+    let grant = keys()
+        .verify(link.split("?t=").nth(1).unwrap(), now)
+        .unwrap();
+    assert_eq!(
+        (grant.staff_id.as_str(), grant.purpose, grant.item),
+        ("HOS", Purpose::Concern, Some(5))
+    );
+    assert_eq!(
+        router.tracker_link("role:slt", ctx.today(now)),
+        "http://localhost:8080/tracker"
     );
 }

@@ -147,14 +147,21 @@ pub enum Command {
         #[command(subcommand)]
         command: NotifyCommand,
     },
-    /// Print a signed link: to one assignment (`--item`), else to the person's own work page.
+    /// Print a signed link: to one assignment (`--item`), an urgent concern (`--concern`), the
+    /// closing-the-loop tracker (`--tracker`), else to the person's own work page.
     Link {
         /// Whose link (they act as themselves through it).
         #[arg(long = "for", value_name = "STAFF_ID")]
         for_staff: String,
         /// The assignment it opens and completes.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with_all = ["concern", "tracker"])]
         item: Option<i64>,
+        /// The urgent concern it opens and acknowledges.
+        #[arg(long, value_name = "ID", conflicts_with = "tracker")]
+        concern: Option<i64>,
+        /// The closing-the-loop tracker (for senior leadership and heads of service).
+        #[arg(long)]
+        tracker: bool,
         /// The moment it is made at; it works for `[web] link_days` [default: now].
         #[arg(long, value_name = "RFC3339")]
         now: Option<Timestamp>,
@@ -442,8 +449,18 @@ async fn run(cli: Cli) -> Outcome {
         Command::Link {
             for_staff,
             item,
+            concern,
+            tracker,
             now,
-        } => link(config, &for_staff, item, now_or_clock(now)).await,
+        } => {
+            let target = match (item, concern, tracker) {
+                (Some(id), _, _) => LinkTarget::Item(id),
+                (_, Some(id), _) => LinkTarget::Concern(id),
+                (_, _, true) => LinkTarget::Tracker,
+                _ => LinkTarget::MyWork,
+            };
+            link(config, &for_staff, target, now_or_clock(now)).await
+        }
         Command::Serve => {
             let loaded = load(config, "info")?;
             crate::daemon::serve(
@@ -949,12 +966,25 @@ async fn show(store: &Store, id: i64, format: Format) -> Outcome {
     Ok(())
 }
 
-/// `qaloop link --for STAFF_ID [--item ID]`: a signed link, for trying the pages or for the QA
-/// team to send by hand.
+/// What `qaloop link` makes a link to.
+#[derive(Debug, Clone, Copy)]
+enum LinkTarget {
+    /// One assignment.
+    Item(i64),
+    /// One urgent concern.
+    Concern(i64),
+    /// The closing-the-loop tracker.
+    Tracker,
+    /// The person's own work page.
+    MyWork,
+}
+
+/// `qaloop link --for STAFF_ID [--item ID | --concern ID | --tracker]`: a signed link, for
+/// trying the pages or for the QA team to send by hand.
 async fn link(
     config: Option<&std::path::Path>,
     staff_id: &str,
-    item: Option<i64>,
+    target: LinkTarget,
     now: Timestamp,
 ) -> Outcome {
     let loaded = load(config, "warn")?;
@@ -978,19 +1008,35 @@ async fn link(
         ));
     }
     let base = loaded.settings.notify.base_url.trim_end_matches('/');
-    let url = match item {
-        Some(id) => {
-            store.assignment(id).await.map_err(|e| match e {
-                crate::store::StoreError::NotFound(id) => {
-                    Failure::new(exit::DATAERR, format!("no assignment has id {id}"))
-                }
-                e => e.into(),
-            })?;
-            let token = keys.sign_from(staff_id, crate::links::Purpose::Item, Some(id), now);
+    let not_found = |what: &'static str| {
+        move |e: crate::store::StoreError| match e {
+            crate::store::StoreError::NotFound(id) => {
+                Failure::new(exit::DATAERR, format!("no {what} has id {id}"))
+            }
+            e => e.into(),
+        }
+    };
+    use crate::links::Purpose;
+    let url = match target {
+        LinkTarget::Item(id) => {
+            store
+                .assignment(id)
+                .await
+                .map_err(not_found("assignment"))?;
+            let token = keys.sign_from(staff_id, Purpose::Item, Some(id), now);
             format!("{base}/a/{id}?t={token}")
         }
-        None => {
-            let token = keys.sign_from(staff_id, crate::links::Purpose::MyWork, None, now);
+        LinkTarget::Concern(id) => {
+            store.concern(id).await.map_err(not_found("concern"))?;
+            let token = keys.sign_from(staff_id, Purpose::Concern, Some(id), now);
+            format!("{base}/concerns/{id}?t={token}")
+        }
+        LinkTarget::Tracker => {
+            let token = keys.sign_from(staff_id, Purpose::Tracker, None, now);
+            format!("{base}/tracker?t={token}")
+        }
+        LinkTarget::MyWork => {
+            let token = keys.sign_from(staff_id, Purpose::MyWork, None, now);
             format!("{base}/me?t={token}")
         }
     };

@@ -82,7 +82,10 @@ pub async fn decide(
         let section = actions_section(store, ctx, router, &org, today).await?;
         actions_counts = Some(format!("{},{}", section.overdue, section.unverified));
         for notice in digest_notices.iter_mut() {
-            notice.context.actions = Some(section.clone());
+            // Each senior leader's own signed link to the tracker page.
+            let mut own = section.clone();
+            own.tracker_link = router.tracker_link(&notice.recipient, today);
+            notice.context.actions = Some(own);
         }
         notices.extend(digest_notices.iter().cloned());
     }

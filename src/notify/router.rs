@@ -175,27 +175,67 @@ impl Router {
     /// post (the page then offers to email the reader their own link).
     pub fn link(&self, recipient: &str, assignment_id: i64, today: Date) -> String {
         match &self.links {
+            Some(_) => self.signed_link(
+                recipient,
+                crate::links::Purpose::Item,
+                Some(assignment_id),
+                &format!("/a/{assignment_id}"),
+                today,
+            ),
+            None => format!("{}/assignments/{assignment_id}", self.base_url),
+        }
+    }
+
+    /// The link `recipient` follows to acknowledge urgent concern `concern_id` (signed like
+    /// [`Router::link`]; plain without a key or for a shared chat post).
+    pub fn concern_link(&self, recipient: &str, concern_id: i64, today: Date) -> String {
+        self.signed_link(
+            recipient,
+            crate::links::Purpose::Concern,
+            Some(concern_id),
+            &format!("/concerns/{concern_id}"),
+            today,
+        )
+    }
+
+    /// The closing-the-loop tracker page for `recipient` (signed like [`Router::link`]). The
+    /// page decides what they see from their roles (senior leadership or head of service).
+    pub fn tracker_link(&self, recipient: &str, today: Date) -> String {
+        self.signed_link(
+            recipient,
+            crate::links::Purpose::Tracker,
+            None,
+            "/tracker",
+            today,
+        )
+    }
+
+    /// `{base_url}{path}?t=TOKEN` signed for `recipient` from the start of `today`, or plain
+    /// `{base_url}{path}` without a key or for a role.
+    fn signed_link(
+        &self,
+        recipient: &str,
+        purpose: crate::links::Purpose,
+        item: Option<i64>,
+        path: &str,
+        today: Date,
+    ) -> String {
+        match &self.links {
             Some(keys) if !recipient.starts_with("role:") => {
                 let issued = today
                     .to_zoned(self.hours.tz.clone())
                     .map(|z| z.timestamp())
                     .unwrap_or(Timestamp::UNIX_EPOCH);
-                let token = keys.sign_from(
-                    recipient,
-                    crate::links::Purpose::Item,
-                    Some(assignment_id),
-                    issued,
-                );
-                format!("{}/a/{assignment_id}?t={token}", self.base_url)
+                let token = keys.sign_from(recipient, purpose, item, issued);
+                format!("{}{path}?t={token}", self.base_url)
             }
-            Some(_) => format!("{}/a/{assignment_id}", self.base_url),
-            None => format!("{}/assignments/{assignment_id}", self.base_url),
+            _ => format!("{}{path}", self.base_url),
         }
     }
 
-    /// Re-makes every item link in `context` for its recipient (a notice's items are planned
-    /// once, then routed to several people, each of whom gets links of their own). A post to a
-    /// shared chat space (`personal` false) never carries a personal link: anyone there could
+    /// Re-makes every item link, and an urgent concern's link, in `context` for its recipient
+    /// (a notice is planned once, then routed to several people, each of whom gets links of
+    /// their own). A post to a shared chat space (`personal` false) never carries a personal link: anyone there could
     /// act as the recipient.
     fn sign_links(&self, context: &mut TemplateContext, today: Date, personal: bool) {
         if self.links.is_none() {
@@ -213,6 +253,9 @@ impl Router {
             .flat_map(|t| t.items.iter_mut());
         for item in context.items.iter_mut().chain(grouped) {
             item.link = self.link(&recipient, item.id, today);
+        }
+        if let Some(concern) = &mut context.concern {
+            concern.link = self.concern_link(&recipient, concern.id, today);
         }
     }
 

@@ -43,6 +43,7 @@ pub fn urgent_notices(
                     AlertRound::Escalation => 0,
                 },
                 escalation: round == AlertRound::Escalation,
+                // Plain here; the router signs it for each recipient on a personal channel.
                 link: format!("{}/concerns/{}", router.base_url, concern.id),
             };
             for recipient in concern.recipients(round, org, settings) {

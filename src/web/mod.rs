@@ -4,6 +4,9 @@
 //! - [`settings`]: the `web` section of `qaloop.toml`.
 //! - [`pages`]: the handlers — the work page (`/a/{id}?t=…`, GET shows, POST completes), "my
 //!   work" (`/me?t=…`), and asking for a fresh link (`POST /link`).
+//! - [`concerns`]: an urgent concern (`/concerns/{id}?t=…`, GET shows, POST acknowledges).
+//! - [`tracker`]: the closing-the-loop tracker (`/tracker?t=…`, `/tracker.csv?t=…`) for senior
+//!   leadership and heads of service.
 //! - [`error`]: one error enum → status + a plain page.
 //! - [`security`]: the headers every response carries; CSRF tokens come from [`crate::links`].
 //! - [`templates`]: minijinja pages, compiled in, overridable per file.
@@ -12,11 +15,13 @@
 //! [`crate::domain::authorise`], recorded with `via = link`) and its result into a page, and
 //! nothing else; no handler writes on GET; the clock is read once per request from the state.
 
+pub mod concerns;
 pub mod error;
 pub mod pages;
 pub mod security;
 pub mod settings;
 pub mod templates;
+pub mod tracker;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +38,7 @@ pub use error::WebError;
 pub use settings::WebSettings;
 
 use crate::clock::Clock;
+use crate::domain::UrgentSettings;
 use crate::engine::Context;
 use crate::links::LinkKeys;
 use crate::store::Store;
@@ -51,6 +57,8 @@ pub struct AppState {
     pub pages: Environment<'static>,
     /// Organisation name, for page titles.
     pub organisation: String,
+    /// `[urgent]`: who may acknowledge a concern is decided from the same roles that alert.
+    pub urgent: UrgentSettings,
 }
 
 impl AppState {
@@ -132,6 +140,12 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/a/{id}", get(pages::work).post(pages::submit))
         .route("/me", get(pages::my_work))
         .route("/link", post(pages::fresh_link))
+        .route(
+            "/concerns/{id}",
+            get(concerns::show).post(concerns::acknowledge),
+        )
+        .route("/tracker", get(tracker::page))
+        .route("/tracker.csv", get(tracker::csv))
         .route("/static/qaloop.css", get(stylesheet))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -42,7 +42,7 @@ pub struct FreshLink {
 
 type Pairs = Vec<(String, String)>;
 
-fn finish(state: &AppState, result: Result<Response, WebError>) -> Response {
+pub(super) fn finish(state: &AppState, result: Result<Response, WebError>) -> Response {
     result.unwrap_or_else(|e| state.error_page(e))
 }
 
@@ -62,7 +62,7 @@ pub async fn not_found(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// Checks `token` grants `purpose` (on `item`) at `now`.
-fn grant(
+pub(super) fn grant(
     keys: &LinkKeys,
     token: Option<&str>,
     purpose: Purpose,
@@ -516,7 +516,7 @@ impl<'s> Work<'s> {
     }
 }
 
-fn local_time(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+pub(super) fn local_time(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
     t.to_zoned(tz.clone())
         .strftime("%-d %B %Y at %H:%M")
         .to_string()

@@ -30,6 +30,14 @@ const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../config/templates/web/link_problem.html"),
     ),
     (
+        "concern.html",
+        include_str!("../../config/templates/web/concern.html"),
+    ),
+    (
+        "tracker.html",
+        include_str!("../../config/templates/web/tracker.html"),
+    ),
+    (
         "message.html",
         include_str!("../../config/templates/web/message.html"),
     ),
