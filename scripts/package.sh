@@ -13,7 +13,8 @@ fi
 cargo build --locked --release
 bin="$CARGO_TARGET_DIR/release/qaloop"
 # Assets named target/… in Cargo.toml are read from the target folder: generate them there.
-assets="$CARGO_TARGET_DIR/assets"
+# Where [package.metadata.deb] looks for them (relative to the package, whatever the target dir).
+assets="$PWD/target/assets"
 rm -rf "$assets"
 mkdir -p "$assets/man" "$assets/completions"
 "$bin" generate man "$assets/man" >/dev/null

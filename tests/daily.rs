@@ -18,7 +18,104 @@ use support::org::{at, small_org};
 use support::smtp::{Options, SmtpServer};
 use support::store::TestDb;
 
-both_backends!(two_months_of_daily_messages_one_per_person_per_day);
+both_backends!(
+    two_months_of_daily_messages_one_per_person_per_day,
+    the_auditor_hears_the_moderation_outcome_in_the_next_daily_message,
+);
+
+async fn the_auditor_hears_the_moderation_outcome_in_the_next_daily_message(db: TestDb) {
+    use qaloop::domain::{ModerationOutcome, NewRecord};
+    use qaloop::engine::complete_with_record;
+    let smtp = SmtpServer::start(Options::default()).await;
+    let (ctx, dispatcher) = start_with(smtp.port(), &NotifyConfig::default(), vec![]);
+    let june = at("2027-06-01T06:00:00Z");
+    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(june), june)
+        .await
+        .unwrap();
+    reconcile(&db.store, &ctx, june).await.unwrap();
+    qaloop::notify::daily::decide(&db.store, &ctx, at("2027-06-09T06:30:00Z"))
+        .await
+        .unwrap();
+    let audit = db
+        .store
+        .assignments(&AssignmentFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.activity_id == "file-audit" && a.assignee == "TM1")
+        .unwrap();
+    let record = NewRecord {
+        form_id: "case-file-audit".into(),
+        fields: serde_json::json!({ "overall_grade": "Good", "thread_planning": "Inadequate" }),
+        outcomes: vec![],
+    };
+    let (_, triggered) = complete_with_record(
+        &db.store,
+        &ctx,
+        audit.id,
+        &Actor::new("TM1", Via::Link),
+        None,
+        Some(&record),
+        at("2027-06-09T09:00:00Z"),
+    )
+    .await
+    .unwrap();
+    let moderation = triggered[0];
+    let outcome = |field: &str, grade: &str, agreed: bool| ModerationOutcome {
+        moderation_id: moderation,
+        audit_id: audit.id,
+        field: field.into(),
+        audit_grade: grade.into(),
+        agreed,
+        moderated_grade: (!agreed).then(|| "Requires Improvement".into()),
+    };
+    let moderated = NewRecord {
+        form_id: "moderation".into(),
+        fields: serde_json::json!({ "feedback": "Planning is better than that" }),
+        outcomes: vec![
+            outcome("overall_grade", "Good", true),
+            outcome("thread_planning", "Inadequate", false),
+        ],
+    };
+    complete_with_record(
+        &db.store,
+        &ctx,
+        moderation,
+        &Actor::new("SL1", Via::Link),
+        None,
+        Some(&moderated),
+        at("2027-06-09T14:00:00Z"),
+    )
+    .await
+    .unwrap();
+
+    // The next morning's message to TM1 carries it.
+    let next = at("2027-06-10T06:30:00Z");
+    qaloop::notify::daily::decide(&db.store, &ctx, next)
+        .await
+        .unwrap();
+    dispatcher
+        .dispatch(&db.store, at("2027-06-10T08:00:00Z"))
+        .await
+        .unwrap();
+    let tm1 = smtp
+        .received()
+        .into_iter()
+        .rev()
+        .find(|m| m.rcpt_to.iter().any(|r| r == "tm1@example-council.test"))
+        .expect("TM1 has a message");
+    let body = tm1.data.replace("=\r\n", "");
+    assert!(body.contains("Your audits moderated (1)"), "{body}");
+    assert!(
+        body.contains("Person SL1 agreed with 1 of 2 grades"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("/a/{}", audit.id))
+            || body.contains(&format!("/assignments/{}", audit.id)),
+        "{body}"
+    );
+}
 
 async fn two_months_of_daily_messages_one_per_person_per_day(db: TestDb) {
     let smtp = SmtpServer::start(Options::default()).await;

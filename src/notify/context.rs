@@ -26,6 +26,9 @@ pub struct TemplateContext {
     /// point today (or, in a catch-up summary, since the last message).
     #[serde(default)]
     pub team_items: Vec<Item>,
+    /// The daily message: the recipient's audits moderated since their last message.
+    #[serde(default)]
+    pub moderated: Vec<Moderated>,
     /// The recipient's name from the staff file, for the greeting.
     #[serde(default)]
     pub recipient_name: Option<String>,
@@ -106,6 +109,23 @@ pub struct Item {
     #[serde(default)]
     pub manager_name: Option<String>,
     /// Link to the assignment: `{base_url}/assignments/{id}`.
+    pub link: String,
+}
+
+/// A moderation's outcome, as the auditor's next daily message shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moderated {
+    /// The audited activity's title.
+    pub title: String,
+    /// Its period label.
+    pub period: String,
+    /// Who moderated it.
+    pub moderator_name: String,
+    /// Grades the moderator agreed with.
+    pub agreed: u32,
+    /// Grades moderated.
+    pub total: u32,
+    /// The audit's page, where the moderated grades and the feedback are.
     pub link: String,
 }
 

@@ -89,6 +89,7 @@ pub async fn decide(
         }
         notices.extend(digest_notices.iter().cloned());
     }
+    add_moderation_outcomes(store, ctx, router, &org, &mut notices, new_since, today).await?;
     let rows = router.route(&notices, &org, &ctx.calendar, now);
     let queued = store.enqueue(&rows, now).await?;
     if let Some((_, total)) = digest {
@@ -156,4 +157,86 @@ async fn actions_section(
         previous,
         &router.base_url,
     ))
+}
+
+/// Tells each auditor, in their next daily message, the outcome of the moderations of their
+/// audits completed since the last decision: who moderated, how many grades were agreed, and
+/// the audit's page (where the moderated grades and the feedback are).
+async fn add_moderation_outcomes(
+    store: &Store,
+    ctx: &Context,
+    router: &super::router::Router,
+    org: &Org,
+    notices: &mut Vec<super::router::Notice>,
+    new_since: Option<Timestamp>,
+    today: jiff::civil::Date,
+) -> Result<(), StoreError> {
+    let Some(since) = new_since else {
+        return Ok(());
+    };
+    let done = store
+        .assignments(&AssignmentFilter {
+            statuses: vec![Status::Done],
+            ..Default::default()
+        })
+        .await?;
+    for moderation in done
+        .iter()
+        .filter(|a| a.completed_at.is_some_and(|t| t > since))
+    {
+        let (Some(audit_id), Some(auditor)) =
+            (moderation.trigger_id, moderation.subject.as_deref())
+        else {
+            continue;
+        };
+        let outcomes: Vec<_> = store
+            .moderation_outcomes(audit_id)
+            .await?
+            .into_iter()
+            .filter(|o| o.moderation_id == moderation.id)
+            .collect();
+        if outcomes.is_empty() || org.get(auditor).is_none_or(|p| !p.is_current()) {
+            continue;
+        }
+        let audit = store.assignment(audit_id).await?;
+        let moderator = moderation.completed_by.as_deref().unwrap_or_default();
+        let outcome = super::context::Moderated {
+            title: ctx
+                .schedule
+                .activity(&audit.activity_id)
+                .map(|a| a.title.clone())
+                .unwrap_or_else(|| audit.activity_id.clone()),
+            period: audit.period_label.clone(),
+            moderator_name: org
+                .get(moderator)
+                .map(|p| p.record.name.clone())
+                .unwrap_or_else(|| moderator.to_owned()),
+            agreed: outcomes.iter().filter(|o| o.agreed).count() as u32,
+            total: outcomes.len() as u32,
+            link: router.link(auditor, audit_id, today),
+        };
+        let daily = |n: &super::router::Notice| {
+            n.recipient == auditor && matches!(n.kind, super::Kind::Digest | super::Kind::CatchUp)
+        };
+        match notices.iter_mut().find(|n| daily(n)) {
+            Some(notice) => notice.context.moderated.push(outcome),
+            None => {
+                let mut context = router.context(super::Kind::Digest, auditor, today);
+                context.recipient_name = org.get(auditor).map(|p| p.record.name.clone());
+                context.moderated = vec![outcome];
+                notices.push(super::router::Notice {
+                    kind: super::Kind::Digest,
+                    reference: super::Kind::Digest.as_str().to_owned(),
+                    date: Some(today),
+                    recipient: auditor.to_owned(),
+                    post_as: None,
+                    assignment_id: None,
+                    immediate: false,
+                    suppressed: false,
+                    context,
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -493,6 +493,14 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
                     ..due_soon
                 },
             ];
+            ctx.moderated = vec![super::context::Moderated {
+                title: "Case file audit".to_owned(),
+                period: "2027-04".to_owned(),
+                moderator_name: "Uma Barker".to_owned(),
+                agreed: 6,
+                total: 7,
+                link: format!("{BASE_URL}/assignments/90"),
+            }];
             ctx.team_items = vec![Item {
                 assignee_name: "Sam Jones".to_owned(),
                 manager_name: Some("Priya Shah".to_owned()),
@@ -717,7 +725,7 @@ mod tests {
 
         assert_eq!(
             out.subject,
-            "Your QA work today: 1 new, 1 overdue, 1 due soon, 1 in your team overdue"
+            "Your QA work today: 1 new, 1 overdue, 1 due soon, 1 in your team overdue, 1 moderated"
         );
         let text = &out.text;
         assert!(text.starts_with("Dear Priya Shah,"), "{text}");
