@@ -277,12 +277,24 @@ pub fn load_or_create_key(path: &Path, create: bool) -> Result<Key, KeyFileError
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
             .map_err(io)?;
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // Written whole under a private name, then linked into place: a process starting at the
+        // same moment either finds no key (and links its own, which fails if ours won) or a
+        // complete one — never a half-written file.
+        let temp = path.with_extension(format!("tmp.{}.{}", std::process::id(), fastrand::u64(..)));
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(path) {
-            Ok(mut file) => file.write_all(format!("{hex}\n").as_bytes()).map_err(io)?,
+        let written = options
+            .open(&temp)
+            .and_then(|mut file| {
+                file.write_all(format!("{hex}\n").as_bytes())?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::hard_link(&temp, path));
+        let _ = std::fs::remove_file(&temp);
+        match written {
+            Ok(()) => {}
             // Another process created it first: use theirs.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io(e)),
