@@ -899,7 +899,9 @@ async fn database_outage_is_named_not_ready_and_recovered_from_without_a_restart
         ("QALOOP__OPS__LISTEN", "127.0.0.1:0"),
     ];
     let mut daemon = spawn_serve(&org, "serve.log", &env);
-    let text = blocking(|| wait_for_log(&org, "serve.log", "pass complete", 1, &mut daemon));
+    blocking(|| wait_for_log(&org, "serve.log", "pass complete", 1, &mut daemon));
+    // The ops listener may log its address just after the first pass.
+    let text = blocking(|| wait_for_log(&org, "serve.log", "ops listener", 1, &mut daemon));
     let line = text.lines().find(|l| l.contains("ops listener")).unwrap();
     let addr = line.split("address=").nth(1).unwrap();
     let addr = addr.split_whitespace().next().unwrap().to_owned();
