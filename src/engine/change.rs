@@ -13,7 +13,7 @@ use crate::store::{Store, StoreError};
 pub type ChangeError = CompleteError;
 
 /// Loads assignment `id` and the organisation, and checks that `by` may do `operation`.
-async fn load_authorised(
+pub(super) async fn load_authorised(
     store: &Store,
     ctx: &Context,
     id: i64,

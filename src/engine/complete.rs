@@ -5,9 +5,8 @@ use jiff::Timestamp;
 use super::Context;
 use super::plan::plan_triggered;
 use crate::domain::{
-    Actor, Assignment, NewAssignment, NewRecord, Operation, RecordEffects, Refusal, authorise,
+    Actor, Assignment, NewAssignment, NewRecord, Operation, RecordEffects, Refusal,
 };
-use crate::org::Org;
 use crate::store::{Completion, Store, StoreError};
 
 /// Why a completion was refused.
@@ -48,19 +47,8 @@ pub async fn complete_with_record(
     record: Option<&NewRecord>,
     now: Timestamp,
 ) -> Result<(Assignment, Vec<i64>), CompleteError> {
-    let assignment = match store.assignment(id).await {
-        Ok(a) => a,
-        Err(StoreError::NotFound(id)) => return Err(CompleteError::NotFound(id)),
-        Err(e) => return Err(e.into()),
-    };
-    let org = Org::new(store.people().await?);
-    authorise(
-        &org,
-        &ctx.schedule.admin_role,
-        &assignment,
-        &by.staff_id,
-        Operation::Complete,
-    )?;
+    let (assignment, org) =
+        super::change::load_authorised(store, ctx, id, by, Operation::Complete).await?;
     let today = ctx.today(now);
     let triggered: Vec<_> = ctx
         .schedule

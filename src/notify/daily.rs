@@ -177,13 +177,11 @@ async fn add_moderation_outcomes(
     let done = store
         .assignments(&AssignmentFilter {
             statuses: vec![Status::Done],
+            completed_after: Some(since),
             ..Default::default()
         })
         .await?;
-    for moderation in done
-        .iter()
-        .filter(|a| a.completed_at.is_some_and(|t| t > since))
-    {
+    for moderation in &done {
         let (Some(audit_id), Some(auditor)) =
             (moderation.trigger_id, moderation.subject.as_deref())
         else {

@@ -665,6 +665,10 @@ impl Store {
             if let Some(activity) = &filter.activity_id {
                 qb.push(" AND activity_id = ").push_bind(activity.clone());
             }
+            if let Some(after) = filter.completed_after {
+                qb.push(" AND completed_at > ")
+                    .push_bind(format_instant(after));
+            }
             qb.push(" ORDER BY due, id");
             qb.build_query_as().fetch_all(pool).await?
         });

@@ -18,6 +18,8 @@ pub struct AssignmentFilter {
     pub assignees: Vec<Assignee>,
     /// Only this activity.
     pub activity_id: Option<String>,
+    /// Only completed after this instant.
+    pub completed_after: Option<Timestamp>,
 }
 
 /// How a staff import changed the organisation.
