@@ -19,6 +19,8 @@ use support::smtp::{Options, SmtpServer};
 use support::store::TestDb;
 
 both_backends!(
+    actions_are_chased_in_the_same_daily_message,
+    a_digest_missed_during_downtime_is_sent_late_once,
     two_months_of_daily_messages_one_per_person_per_day,
     the_auditor_hears_the_moderation_outcome_in_the_next_daily_message,
 );
@@ -264,6 +266,210 @@ async fn two_months_of_daily_messages_one_per_person_per_day(db: TestDb) {
     let body = sl1.data.replace("=\r\n", "");
     assert!(body.contains("Your team's overdue work"), "{body}");
     assert!(body.contains("Person TM1's case file audit"), "{body}");
+}
+
+/// The bodies of the messages `address` received with a `Date:` on `day` (soft line breaks
+/// undone).
+fn bodies_on(smtp: &SmtpServer, address: &str, day: Date) -> Vec<String> {
+    smtp.received()
+        .into_iter()
+        .filter(|m| {
+            m.rcpt_to.iter().any(|r| r == address)
+                && header(&m.data, "Date")
+                    .and_then(|d| jiff::fmt::rfc2822::parse(&d).ok())
+                    .is_some_and(|z| z.date() == day)
+        })
+        .map(|m| m.data.replace("=\r\n", ""))
+        .collect()
+}
+
+/// Actions go through the same rules and the same daily message as assignments: the owner is
+/// told of a new action, reminded, told on the due date and chased; the owner's manager is told
+/// when it escalates — on the first overdue day for an action from an Inadequate audit, after
+/// `escalate_after` otherwise; a done action unverified for `verify_within` working days goes
+/// to whoever raised it; nothing more once it is verified.
+async fn actions_are_chased_in_the_same_daily_message(db: TestDb) {
+    use qaloop::domain::{ActionChange, ActionSource, NewAction};
+    use qaloop::engine::actions::{change, raise};
+    let smtp = SmtpServer::start(Options::default()).await;
+    let (ctx, dispatcher) = start_with(smtp.port(), &NotifyConfig::default(), vec![]);
+    let local = |day: Date, hour: i8| -> Timestamp {
+        day.at(hour, 0, 0, 0)
+            .to_zoned(ctx.tz.clone())
+            .unwrap()
+            .timestamp()
+    };
+    let first = date(2027, 6, 1);
+    import_staff(
+        &db.store,
+        &ctx,
+        &small_org(),
+        "test",
+        first,
+        local(first, 6),
+    )
+    .await
+    .unwrap();
+    qaloop::notify::daily::decide(&db.store, &ctx, local(first, 7))
+        .await
+        .unwrap();
+    let action = |owner: &str, raised_by: &str, inadequate: bool| NewAction {
+        source: ActionSource::Manual,
+        assignment_id: None,
+        description: "Update the chronology".into(),
+        owner: owner.into(),
+        raised_by: raised_by.into(),
+        due: date(2027, 6, 11),
+        inadequate,
+    };
+    let ids = raise(
+        &db.store,
+        &ctx,
+        &[action("P1", "TM1", false), action("P2", "TM2", true)],
+        &Actor::new("TM1", Via::Cli),
+        local(first, 10),
+    )
+    .await
+    .unwrap();
+
+    let mut day = date(2027, 6, 2);
+    while day <= date(2027, 7, 9) {
+        if day == date(2027, 6, 21) {
+            let done = ActionChange::Done {
+                note: "Chronology brought up to date".into(),
+            };
+            change(
+                &db.store,
+                &ctx,
+                ids[0],
+                &done,
+                &Actor::new("P1", Via::Link),
+                local(day, 7),
+            )
+            .await
+            .unwrap();
+        }
+        if day == date(2027, 6, 29) {
+            let verified = ActionChange::Verify {
+                note: "Read it in supervision".into(),
+            };
+            change(
+                &db.store,
+                &ctx,
+                ids[0],
+                &verified,
+                &Actor::new("TM1", Via::Link),
+                local(day, 7),
+            )
+            .await
+            .unwrap();
+        }
+        qaloop::notify::daily::decide(&db.store, &ctx, local(day, 8))
+            .await
+            .unwrap();
+        dispatcher.dispatch(&db.store, local(day, 9)).await.unwrap();
+        day = day.tomorrow().unwrap();
+    }
+
+    let mentions = |address: &str, day: Date, text: &str| {
+        bodies_on(&smtp, address, day)
+            .iter()
+            .any(|body| body.contains(text))
+    };
+    let p1 = "p1@example-council.test";
+    // New in the next morning's message; reminded 5 and 1 working days before; due today;
+    // chased on overdue days 1 and 4 — and nothing on the days between.
+    assert!(mentions(p1, date(2027, 6, 2), "Your actions (1)"));
+    assert!(mentions(p1, date(2027, 6, 2), "New."));
+    for reminded in [(6, 4), (6, 10), (6, 11), (6, 14), (6, 17)] {
+        let day = date(2027, reminded.0, reminded.1);
+        assert!(mentions(p1, day, "Your actions (1)"), "P1 on {day}");
+    }
+    for quiet in [(6, 3), (6, 7), (6, 15), (6, 16)] {
+        let day = date(2027, quiet.0, quiet.1);
+        assert!(
+            bodies_on(&smtp, p1, day).is_empty(),
+            "nothing for P1 on {day}"
+        );
+    }
+    // Done on 21 June: the chase due on 22 June (7 working days overdue) never comes.
+    assert!(bodies_on(&smtp, p1, date(2027, 6, 22)).is_empty());
+
+    // P2's action came from an Inadequate audit: TM2 hears on the first overdue day, SL1 on
+    // the fifth; P1's action reaches TM1 only on the fifth overdue day (18 June).
+    let tm1 = "tm1@example-council.test";
+    let tm2 = "tm2@example-council.test";
+    let sl1 = "sl1@example-council.test";
+    assert!(mentions(tm2, date(2027, 6, 14), "Person P2's action"));
+    assert!(!mentions(tm1, date(2027, 6, 14), "Person P1's action"));
+    assert!(mentions(tm1, date(2027, 6, 18), "Person P1's action"));
+    assert!(mentions(sl1, date(2027, 6, 18), "Person P2's action"));
+    // P1's would have reached SL1 on 25 June (10 working days overdue) but was done by then.
+    assert!(!mentions(sl1, date(2027, 6, 25), "Person P1's action"));
+
+    // Done on 21 June, not verified after 5 working days (28 June): TM1, who raised it, is
+    // asked to verify it; verified on 29 June, it is never mentioned again.
+    assert!(mentions(tm1, date(2027, 6, 28), "Actions to verify (1)"));
+    assert!(!mentions(tm1, date(2027, 6, 25), "Actions to verify"));
+    for day in [date(2027, 7, 1), date(2027, 7, 6), date(2027, 7, 9)] {
+        assert!(!mentions(tm1, day, "Person P1's action"), "{day}");
+        assert!(!mentions(tm1, day, "Actions to verify"), "{day}");
+    }
+    // P2 never did theirs: still chased at the end.
+    assert!(mentions(
+        "p2@example-council.test",
+        date(2027, 7, 8),
+        "Your actions (1)"
+    ));
+}
+
+/// The senior-leadership digest whose day fell while qaloop was down goes out at the first
+/// decision afterwards, once, saying it is late.
+async fn a_digest_missed_during_downtime_is_sent_late_once(db: TestDb) {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let (ctx, dispatcher) = start_with(smtp.port(), &NotifyConfig::default(), vec![]);
+    let local = |day: Date, hour: i8| -> Timestamp {
+        day.at(hour, 0, 0, 0)
+            .to_zoned(ctx.tz.clone())
+            .unwrap()
+            .timestamp()
+    };
+    let begin = date(2027, 7, 19);
+    import_staff(
+        &db.store,
+        &ctx,
+        &small_org(),
+        "test",
+        begin,
+        local(begin, 6),
+    )
+    .await
+    .unwrap();
+    // Up on Monday 19 July; down from Tuesday to Monday 26 July. The Jun–Jul review's digest
+    // was due on Friday 23 July.
+    for day in [date(2027, 7, 19), date(2027, 7, 26), date(2027, 7, 27)] {
+        qaloop::notify::daily::decide(&db.store, &ctx, local(day, 8))
+            .await
+            .unwrap();
+        dispatcher.dispatch(&db.store, local(day, 9)).await.unwrap();
+    }
+    let digests: Vec<String> = smtp
+        .received()
+        .into_iter()
+        .filter(|m| header(&m.data, "Message-ID").is_some_and(|id| id.starts_with("<slt_digest")))
+        .map(|m| m.data.replace("=\r\n", ""))
+        .collect();
+    assert_eq!(digests.len(), 1, "one digest for DIR, the one slt holder");
+    assert!(
+        digests[0].contains("Senior leadership digest (late)"),
+        "{}",
+        digests[0]
+    );
+    assert!(
+        digests[0].contains("This digest was due on 2027-07-23"),
+        "{}",
+        digests[0]
+    );
 }
 
 fn header(data: &str, name: &str) -> Option<String> {

@@ -26,6 +26,18 @@ pub struct TemplateContext {
     /// point today (or, in a catch-up summary, since the last message).
     #[serde(default)]
     pub team_items: Vec<Item>,
+    /// The daily message: the recipient's own actions that the rules select today (new, due
+    /// soon, due today, overdue), oldest first.
+    #[serde(default)]
+    pub action_items: Vec<Item>,
+    /// The daily message: actions done by their owners and waiting for the recipient (who
+    /// raised them, or their manager) to verify or reopen them.
+    #[serde(default)]
+    pub verify_items: Vec<Item>,
+    /// The senior-leadership digest: its day fell while qaloop was not running, so it is sent
+    /// late, on this date (`YYYY-MM-DD` it was due to go out).
+    #[serde(default)]
+    pub late_from: Option<String>,
     /// The daily message: the recipient's audits moderated since their last message.
     #[serde(default)]
     pub moderated: Vec<Moderated>,
@@ -73,11 +85,35 @@ pub struct ConcernAlert {
     pub link: String,
 }
 
-/// One assignment as a template shows it.
+/// What an [`Item`] is: the daily rules chase both kinds the same way; templates word them
+/// differently and links lead to different pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Work {
+    /// An assignment of the schedule (the id is an assignment id).
+    #[default]
+    Assignment,
+    /// An action for its owner to do (the id is an action id).
+    Action,
+    /// A done action waiting for the recipient to verify it (the id is an action id).
+    Verify,
+}
+
+impl Work {
+    /// Whether the item is about an action (either side of it).
+    pub fn is_action(self) -> bool {
+        matches!(self, Work::Action | Work::Verify)
+    }
+}
+
+/// One piece of work — an assignment or an action — as a template shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
-    /// Assignment id.
+    /// Assignment id, or action id for an action (see `work`).
     pub id: i64,
+    /// What the item is.
+    #[serde(default)]
+    pub work: Work,
     /// Activity id (`file-audit`).
     pub activity: String,
     /// Activity title (`Case file audit`).

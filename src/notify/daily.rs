@@ -71,12 +71,14 @@ pub async fn decide(
         .meta(DECIDED_AT_KEY)
         .await?
         .and_then(|t| crate::store::parse_instant(&t).ok());
-    let mut notices = daily_notices(ctx, router, &org, &open, today, catch_up, new_since);
+    let mut work = super::chased::assignments(ctx, router, &org, &open, today);
+    work.extend(chased_actions(store, ctx, router, &org, today).await?);
+    let mut notices = daily_notices(ctx, router, &org, &work, today, catch_up, new_since);
     let previous: Option<u32> = store
         .meta(SLT_TOTAL_KEY)
         .await?
         .and_then(|t| t.parse().ok());
-    let mut digest = slt_digest(ctx, router, &org, &open, today, previous);
+    let mut digest = slt_digest(ctx, router, &org, &open, today, last, previous);
     let mut actions_counts = None;
     if let Some((digest_notices, _)) = &mut digest {
         let section = actions_section(store, ctx, router, &org, today).await?;
@@ -106,6 +108,42 @@ pub async fn decide(
         tracing::info!(queued, catch_up, "notifications decided");
     }
     Ok(DecisionReport { catch_up, queued })
+}
+
+/// Open actions and done ones waiting for verification, as chased work, with the assignments
+/// they were raised from (for their titles and periods).
+async fn chased_actions(
+    store: &Store,
+    ctx: &Context,
+    router: &super::router::Router,
+    org: &Org,
+    today: jiff::civil::Date,
+) -> Result<Vec<super::chased::Chased>, StoreError> {
+    let actions = store
+        .actions(&crate::store::ActionFilter {
+            states: vec![
+                crate::domain::ActionState::Open,
+                crate::domain::ActionState::Done,
+            ],
+            ..Default::default()
+        })
+        .await?;
+    let mut ids: Vec<i64> = actions.iter().filter_map(|a| a.assignment_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut sources = std::collections::HashMap::new();
+    for chunk in ids.chunks(1000) {
+        let found = store
+            .assignments(&AssignmentFilter {
+                ids: chunk.to_vec(),
+                ..Default::default()
+            })
+            .await?;
+        sources.extend(found.into_iter().map(|a| (a.id, a)));
+    }
+    Ok(super::chased::actions(
+        ctx, router, org, &actions, &sources, today,
+    ))
 }
 
 /// The closing-the-loop section of the senior-leadership digest: every action, the audits

@@ -531,7 +531,9 @@ impl Dispatcher {
             .map_err(|e| e.to_string())?;
         let first = context.items.first();
         let calendar = match (kind, first, context.items.len()) {
-            (Kind::NewAssignment | Kind::Reminder, Some(item), 1) => {
+            (Kind::NewAssignment | Kind::Reminder, Some(item), 1)
+                if item.work == super::context::Work::Assignment =>
+            {
                 item.due.parse().ok().map(|date| CalendarEvent {
                     uid: format!("qaloop-assignment-{}", item.id),
                     date,
@@ -548,7 +550,12 @@ impl Dispatcher {
             subject: rendered.subject,
             text: rendered.text,
             html: rendered.html,
-            link: first.map(|i| i.link.clone()),
+            // The button of a chat card: the first thing to act on, whichever list it is in.
+            link: first
+                .or(context.action_items.first())
+                .or(context.verify_items.first())
+                .or(context.team_items.first())
+                .map(|i| i.link.clone()),
             calendar,
             composed_at: now,
         }))

@@ -9,6 +9,7 @@
 //! **Invariant:** nothing sends email or calls a webhook except through a [`message::Channel`],
 //! and only the dispatcher calls channels.
 
+pub mod chased;
 pub mod chat;
 pub mod context;
 pub mod daily;

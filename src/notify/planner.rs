@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use jiff::civil::Date;
 
 use super::Kind;
-use super::context::{Group, Item, TeamGroup};
+use super::chased::{Chased, timing};
+use super::context::{Group, Item, TeamGroup, Work};
 use super::router::{Notice, Router};
 use crate::domain::{Assignee, Assignment, NewAssignment};
 use crate::engine::Context;
@@ -29,14 +30,14 @@ fn title(ctx: &Context, activity_id: &str) -> String {
 }
 
 /// A person's name from the staff file, or their staff id if they are not on it.
-fn name_of(org: &Org, staff_id: &str) -> String {
+pub(super) fn name_of(org: &Org, staff_id: &str) -> String {
     org.get(staff_id)
         .map(|p| p.record.name.clone())
         .unwrap_or_else(|| staff_id.to_owned())
 }
 
 /// Who holds work, for people to read: a name, or the role in words ("Performance unit").
-fn holder_name(org: &Org, assignee: &Assignee) -> String {
+pub(super) fn holder_name(org: &Org, assignee: &Assignee) -> String {
     match assignee {
         Assignee::Person(id) => name_of(org, id),
         Assignee::Role(role) => {
@@ -58,6 +59,7 @@ pub fn item(ctx: &Context, router: &Router, org: &Org, a: &Assignment, today: Da
         subject_name: a.subject.as_deref().map(|s| name_of(org, s)),
         new: false,
         manager_name: None,
+        work: Work::Assignment,
         id: a.id,
         activity: a.activity_id.clone(),
         title: title(ctx, &a.activity_id),
@@ -69,15 +71,6 @@ pub fn item(ctx: &Context, router: &Router, org: &Org, a: &Assignment, today: Da
         assignee: a.assignee.to_string(),
         subject: a.subject.clone(),
         link: router.link(&a.assignee.to_string(), a.id, today),
-    }
-}
-
-/// (working days until due, working days overdue) on `today`.
-fn timing(ctx: &Context, due: Date, today: Date) -> (Option<u32>, Option<u32>) {
-    if today > due {
-        (None, Some(ctx.calendar.working_days_between(due, today)))
-    } else {
-        (Some(ctx.calendar.working_days_between(today, due)), None)
     }
 }
 
@@ -149,12 +142,33 @@ pub fn assigned_notices(
         .collect()
 }
 
-/// Today's notices for `open` work.
+/// One person's daily message as it is built.
+#[derive(Default)]
+struct Bundle {
+    items: Vec<Item>,
+    team_items: Vec<Item>,
+    action_items: Vec<Item>,
+    verify_items: Vec<Item>,
+}
+
+impl Bundle {
+    fn push_own(&mut self, item: Item) {
+        match item.work {
+            Work::Assignment => self.items.push(item),
+            Work::Action => self.action_items.push(item),
+            Work::Verify => self.verify_items.push(item),
+        }
+    }
+}
+
+/// Today's notices for chased `work` (open assignments and actions: see [`super::chased`]).
 ///
 /// By default each person gets **one message** (kind `digest`): the work created since the last
 /// decision (`new_since`), what the reminder, due-today and chase rules select today, and, for
 /// a manager, their reports' overdue work that reached an escalation point today — sectioned,
-/// oldest first; a day with nothing selected sends nothing. People who chose single messages
+/// oldest first; a day with nothing selected sends nothing. Actions are chased by the same
+/// rules and land in the same message, in sections of their own (the recipient's actions, and
+/// actions waiting for them to verify). People who chose single messages
 /// (`daily_digest = false`) get a notice per item instead, and new work at once. In catch-up
 /// mode (missed working days, or a first start part-way through) everyone gets one summary
 /// (`catch_up`) of all their open work, with their reports' work that escalated meanwhile, and
@@ -163,7 +177,7 @@ pub fn daily_notices(
     ctx: &Context,
     router: &Router,
     org: &Org,
-    open: &[Assignment],
+    work: &[Chased],
     today: Date,
     catch_up: bool,
     new_since: Option<jiff::Timestamp>,
@@ -172,48 +186,45 @@ pub fn daily_notices(
         return Vec::new();
     }
     let mut notices = Vec::new();
-    // The daily messages being built: staff id → (own items, team items).
-    let mut bundled: BTreeMap<String, (Vec<Item>, Vec<Item>)> = BTreeMap::new();
+    let mut bundled: BTreeMap<String, Bundle> = BTreeMap::new();
 
-    for a in open {
-        let Some(activity) = ctx.schedule.activity(&a.activity_id) else {
-            continue;
-        };
-        let settings = &activity.notify;
-        let (until, overdue) = timing(ctx, a.due, today);
-        let (people, post_as) = holders(org, &a.assignee);
-        let mut item = item(ctx, router, org, a, today);
-        item.new = new_since.is_none_or(|t| a.created_at > t);
+    for w in work {
+        let rules = &w.rules;
+        let (until, overdue) = (w.item.days_until_due, w.item.days_overdue);
+        let mut item = w.item.clone();
+        item.new = item.work != Work::Verify && new_since.is_none_or(|t| w.created_at > t);
 
         let single = match (until, overdue) {
-            (Some(0), _) if settings.on_due_date => Some(Kind::DueToday),
-            (Some(n), _) if settings.remind_before.contains(&n) => Some(Kind::Reminder),
+            (Some(0), _) if rules.on_due_date => Some(Kind::DueToday),
+            (Some(n), _) if rules.remind_before.contains(&n) => Some(Kind::Reminder),
             (None, Some(n))
-                if settings.chase_every > 0 && n >= 1 && (n - 1) % settings.chase_every == 0 =>
+                if rules.chase_every > 0 && n >= 1 && (n - 1) % rules.chase_every == 0 =>
             {
                 Some(Kind::Chase)
             }
             _ => None,
         };
-        for person in &people {
-            if catch_up || (router.wants_digest(person) && (single.is_some() || item.new)) {
+        // A done action is only the verifier's business once verification is due.
+        let in_catch_up = catch_up && (item.work != Work::Verify || until.is_none_or(|n| n == 0));
+        for person in &w.holders {
+            if in_catch_up || (router.wants_digest(person) && (single.is_some() || item.new)) {
                 bundled
                     .entry(person.clone())
                     .or_default()
-                    .0
-                    .push(item.clone());
+                    .push_own(item.clone());
             } else if let Some(kind) = single
                 && !router.wants_digest(person)
+                && !catch_up
             {
                 let mut context = router.context(kind, person, today);
                 context.items = vec![item.clone()];
                 notices.push(Notice {
                     kind,
-                    reference: format!("a{}", a.id),
+                    reference: w.reference.clone(),
                     date: Some(today),
                     recipient: person.clone(),
-                    post_as: post_as.clone(),
-                    assignment_id: Some(a.id),
+                    post_as: w.post_as.clone(),
+                    assignment_id: w.assignment_id,
                     immediate: false,
                     suppressed: false,
                     context,
@@ -223,14 +234,12 @@ pub fn daily_notices(
 
         // Escalations: once per level, to the nearest current manager(s) above the holder(s).
         let Some(days) = overdue else { continue };
-        for (level, after) in [
-            (1u8, settings.escalate_after),
-            (2u8, settings.escalate_again_after),
-        ] {
+        for (level, after) in [(1u8, rules.escalate_at[0]), (2u8, rules.escalate_at[1])] {
             if after == 0 || days < after {
                 continue;
             }
-            let chains: Vec<Vec<&crate::org::Person>> = people
+            let chains: Vec<Vec<&crate::org::Person>> = w
+                .holders
                 .iter()
                 .map(|p| {
                     org.managers_of(p)
@@ -250,6 +259,7 @@ pub fn daily_notices(
             managers.sort();
             managers.dedup();
             let mut escalated = item.clone();
+            escalated.new = false;
             escalated.manager_name = chains
                 .first()
                 .and_then(|chain| chain.first())
@@ -262,7 +272,7 @@ pub fn daily_notices(
                     bundled
                         .entry(manager.clone())
                         .or_default()
-                        .1
+                        .team_items
                         .push(escalated.clone());
                 }
                 if router.wants_digest(&manager) && !catch_up {
@@ -270,15 +280,15 @@ pub fn daily_notices(
                 }
                 let mut context = router.context(Kind::Escalation, &manager, today);
                 context.items = vec![escalated.clone()];
-                context.about = Some(a.assignee.to_string());
+                context.about = Some(escalated.assignee.clone());
                 context.level = Some(level);
                 notices.push(Notice {
                     kind: Kind::Escalation,
-                    reference: format!("a{}:L{level}", a.id),
+                    reference: format!("{}:L{level}", w.reference),
                     date: None,
                     recipient: manager,
                     post_as: None,
-                    assignment_id: Some(a.id),
+                    assignment_id: w.assignment_id,
                     immediate: false,
                     // After downtime the escalations that came due meanwhile are recorded as
                     // handled by the catch-up summary rather than sent as a burst.
@@ -294,18 +304,25 @@ pub fn daily_notices(
     } else {
         Kind::Digest
     };
-    for (person, (mut items, mut team_items)) in bundled {
-        if items.is_empty() && team_items.is_empty() {
-            continue;
+    let oldest_first = |a: &Item, b: &Item| (&a.due, a.id).cmp(&(&b.due, b.id));
+    for (person, mut bundle) in bundled {
+        for list in [
+            &mut bundle.items,
+            &mut bundle.team_items,
+            &mut bundle.action_items,
+            &mut bundle.verify_items,
+        ] {
+            list.sort_by(oldest_first);
         }
-        let oldest_first = |a: &Item, b: &Item| (&a.due, a.id).cmp(&(&b.due, b.id));
-        items.sort_by(oldest_first);
-        team_items.sort_by(oldest_first);
-        team_items.dedup_by_key(|i| i.id);
+        bundle
+            .team_items
+            .dedup_by_key(|i| (i.work.is_action(), i.id));
         let mut context = router.context(kind, &person, today);
         context.recipient_name = org.get(&person).map(|p| p.record.name.clone());
-        context.items = items;
-        context.team_items = team_items;
+        context.items = bundle.items;
+        context.team_items = bundle.team_items;
+        context.action_items = bundle.action_items;
+        context.verify_items = bundle.verify_items;
         notices.push(Notice {
             kind,
             reference: kind.as_str().to_owned(),
@@ -321,31 +338,46 @@ pub fn daily_notices(
     notices
 }
 
-/// The senior-leadership digest, when `today` is its day: everything overdue, grouped by
-/// service then team, oldest first. Returns the notices and today's overdue total (to store for
-/// the next digest's "change since").
+/// The day the senior-leadership digest for the review of `period` goes out.
+fn slt_digest_day(ctx: &Context, period: &crate::schedule::Period) -> Option<Date> {
+    let settings = &ctx.schedule.digest;
+    let activity = ctx.schedule.activity(&settings.before_activity)?;
+    let due = activity.due.due_for_period(period, &ctx.calendar);
+    Some(if settings.days_before == 0 {
+        due
+    } else {
+        ctx.calendar
+            .nth_working_day_before(due, settings.days_before)
+    })
+}
+
+/// The senior-leadership digest, when `today` is its day — or the first decision after its day
+/// fell inside downtime (`last` is the previous decision's date): then it goes out late, once,
+/// saying so; of two missed digests only the newer is sent, as it carries the same figures.
+/// Everything overdue, grouped by service then team, oldest first. Returns the notices and
+/// today's overdue total (to store for the next digest's "change since").
 pub fn slt_digest(
     ctx: &Context,
     router: &Router,
     org: &Org,
     open: &[Assignment],
     today: Date,
+    last: Option<Date>,
     previous_total: Option<u32>,
 ) -> Option<(Vec<Notice>, u32)> {
     let settings = &ctx.schedule.digest;
     let activity = ctx.schedule.activity(&settings.before_activity)?;
     let cadence = activity.cadence?;
-    let period = crate::schedule::Period::containing(cadence, ctx.fy, today);
-    let due = activity.due.due_for_period(&period, &ctx.calendar);
-    let send_on = if settings.days_before == 0 {
-        due
-    } else {
-        ctx.calendar
-            .nth_working_day_before(due, settings.days_before)
-    };
-    if send_on != today {
-        return None;
-    }
+    let current = crate::schedule::Period::containing(cadence, ctx.fy, today);
+    // The review a digest precedes may fall in the next period's first days; look at the
+    // periods either side of today's, newest first.
+    let mut candidates = vec![current.next(), current.clone(), current.previous()];
+    candidates.retain(|p| {
+        slt_digest_day(ctx, p)
+            .is_some_and(|day| day == today || (day < today && last.is_some_and(|last| last < day)))
+    });
+    let period = candidates.into_iter().next()?;
+    let send_on = slt_digest_day(ctx, &period)?;
     let mut overdue: Vec<&Assignment> = open.iter().filter(|a| a.is_overdue(today)).collect();
     overdue.sort_by_key(|a| (a.due, a.id));
     let mut services: BTreeMap<String, BTreeMap<String, Vec<Item>>> = BTreeMap::new();
@@ -382,6 +414,7 @@ pub fn slt_digest(
         .map(|p| {
             let mut context = router.context(Kind::SltDigest, &p.record.staff_id, today);
             context.groups = groups.clone();
+            context.late_from = (send_on < today).then(|| send_on.to_string());
             context.total = Some(total);
             context.previous_total = previous_total;
             Notice {
@@ -506,12 +539,26 @@ mod tests {
         }
     }
 
+    /// The daily rules over open assignments only.
+    fn notices_for(
+        ctx: &Context,
+        router: &Router,
+        org: &Org,
+        open: &[Assignment],
+        today: Date,
+        catch_up: bool,
+        new_since: Option<jiff::Timestamp>,
+    ) -> Vec<Notice> {
+        let work = super::super::chased::assignments(ctx, router, org, open, today);
+        daily_notices(ctx, router, org, &work, today, catch_up, new_since)
+    }
+
     /// A last decision after everything in these tests was created: nothing counts as new.
     const SEEN: Option<jiff::Timestamp> = Some(jiff::Timestamp::MAX);
 
     fn kinds_on(day: Date, open: &[Assignment], digest_for: &[&str]) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> =
-            daily_notices(&ctx(), &router(digest_for), &org(), open, day, false, SEEN)
+            notices_for(&ctx(), &router(digest_for), &org(), open, day, false, SEEN)
                 .into_iter()
                 .map(|n| (n.kind.as_str().to_owned(), n.recipient))
                 .collect();
@@ -564,7 +611,7 @@ mod tests {
     fn role_work_notifies_every_holder_and_posts_once_for_the_role() {
         let mut a = audit(2, "role:performance_unit", date(2027, 5, 28));
         a.activity_id = "performance-data".into();
-        let notices = daily_notices(
+        let notices = notices_for(
             &ctx(),
             &router(&[]),
             &org(),
@@ -589,7 +636,7 @@ mod tests {
             audit(3, "TM", date(2027, 5, 21)),
         ];
         // 28 May: one due today, one 5 working days overdue (chase? 5-1=4, not a multiple of 3).
-        let notices = daily_notices(
+        let notices = notices_for(
             &ctx(),
             &router(&["TM"]),
             &org(),
@@ -606,7 +653,7 @@ mod tests {
             "only today's notices go in the digest"
         );
         assert!(notices.iter().all(|n| n.kind != Kind::DueToday));
-        let quiet = daily_notices(
+        let quiet = notices_for(
             &ctx(),
             &router(&["TM"]),
             &org(),
@@ -624,7 +671,7 @@ mod tests {
             audit(1, "TM", date(2027, 5, 14)),
             audit(3, "TM", date(2027, 6, 30)),
         ];
-        let notices = daily_notices(
+        let notices = notices_for(
             &ctx(),
             &router(&[]),
             &org(),
@@ -668,7 +715,7 @@ mod tests {
     fn routed_rows_have_deterministic_keys_and_wait_for_working_hours() {
         let r = router(&[]);
         let open = [audit(1, "TM", date(2027, 5, 28))];
-        let notices = daily_notices(&ctx(), &r, &org(), &open, date(2027, 5, 21), false, SEEN);
+        let notices = notices_for(&ctx(), &r, &org(), &open, date(2027, 5, 21), false, SEEN);
         // Decided at 06:00 London (05:00 UTC, BST) on Friday 21 May.
         let now: jiff::Timestamp = "2027-05-21T05:00:00Z".parse().unwrap();
         let rows = r.route(&notices, &org(), &ctx().calendar, now);
@@ -699,8 +746,9 @@ mod tests {
         ]);
         // The Jun–Jul review is due Fri 30 July 2027; 5 working days before is Fri 23 July.
         let open = [audit(1, "TM", date(2027, 5, 28))];
-        assert!(slt_digest(&c, &r, &org, &open, date(2027, 7, 22), None).is_none());
-        let (notices, total) = slt_digest(&c, &r, &org, &open, date(2027, 7, 23), Some(3)).unwrap();
+        assert!(slt_digest(&c, &r, &org, &open, date(2027, 7, 22), None, None).is_none());
+        let (notices, total) =
+            slt_digest(&c, &r, &org, &open, date(2027, 7, 23), None, Some(3)).unwrap();
         assert_eq!(total, 1);
         assert_eq!(notices.len(), 1);
         assert_eq!(notices[0].context.previous_total, Some(3));

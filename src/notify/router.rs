@@ -198,6 +198,13 @@ impl Router {
         )
     }
 
+    /// The link `recipient` follows to an action (signed like [`Router::link`]): its owner
+    /// marks it done there, its verifier verifies or reopens it. Until actions have a page of
+    /// their own it is the recipient's own work page, which lists both.
+    pub fn action_link(&self, recipient: &str, _action_id: i64, today: Date) -> String {
+        self.signed_link(recipient, crate::links::Purpose::MyWork, None, "/me", today)
+    }
+
     /// The closing-the-loop tracker page for `recipient` (signed like [`Router::link`]). The
     /// page decides what they see from their roles (senior leadership or head of service).
     pub fn tracker_link(&self, recipient: &str, today: Date) -> String {
@@ -251,8 +258,19 @@ impl Router {
             .iter_mut()
             .flat_map(|g| g.teams.iter_mut())
             .flat_map(|t| t.items.iter_mut());
-        for item in context.items.iter_mut().chain(grouped) {
-            item.link = self.link(&recipient, item.id, today);
+        let items = context
+            .items
+            .iter_mut()
+            .chain(context.team_items.iter_mut())
+            .chain(context.action_items.iter_mut())
+            .chain(context.verify_items.iter_mut())
+            .chain(grouped);
+        for item in items {
+            item.link = if item.work.is_action() {
+                self.action_link(&recipient, item.id, today)
+            } else {
+                self.link(&recipient, item.id, today)
+            };
         }
         if let Some(concern) = &mut context.concern {
             concern.link = self.concern_link(&recipient, concern.id, today);

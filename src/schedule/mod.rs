@@ -100,6 +100,11 @@ pub struct ActionSettings {
     /// How many levels sooner an overdue action from an Inadequate audit escalates: with 1, it
     /// goes to the line manager on its first overdue day instead of after `escalate_after`.
     pub inadequate_escalates_sooner: u32,
+    /// How the daily message reminds, chases and escalates open actions (`[actions.notify]`):
+    /// the same rules, and the same machinery, as an activity's work. `on_assign` puts a new
+    /// action in its owner's next daily message. Unset keys come from `[defaults.notify]`.
+    #[serde(skip)]
+    pub notify: NotifySettings,
 }
 
 impl Default for ActionSettings {
@@ -109,6 +114,7 @@ impl Default for ActionSettings {
             inadequate_due_working_days: 10,
             verify_within: 5,
             inadequate_escalates_sooner: 1,
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -170,7 +176,7 @@ struct RawSchedule {
     #[serde(default)]
     digest: DigestSettings,
     #[serde(default)]
-    actions: ActionSettings,
+    actions: toml::Table,
     #[serde(default, rename = "activity")]
     activities: Vec<RawActivity>,
     #[serde(default)]
@@ -407,6 +413,7 @@ impl Schedule {
             )),
             Some(_) => {}
         }
+        let actions = parse_actions(raw.actions, &raw.defaults.notify, file, &mut problems);
         if activities.is_empty() {
             problems.push(Problem::new(
                 file,
@@ -420,7 +427,7 @@ impl Schedule {
             require_line_manager: raw.require_line_manager.into_iter().collect(),
             activities,
             digest: raw.digest,
-            actions: raw.actions,
+            actions,
             forms,
         })
     }
@@ -458,6 +465,40 @@ fn valid_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// `[actions]`: the timelines, and `[actions.notify]` over the schedule's default rules.
+fn parse_actions(
+    mut table: toml::Table,
+    defaults: &NotifySettings,
+    file: &Path,
+    problems: &mut Problems,
+) -> ActionSettings {
+    let overrides = match table.remove("notify") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => {
+            problems.push(Problem::new(file, "actions.notify", "must be a table"));
+            toml::Table::new()
+        }
+    };
+    let mut settings: ActionSettings = match toml::Value::Table(table).try_into() {
+        Ok(s) => s,
+        Err(e) => {
+            let e: toml::de::Error = e;
+            problems.push(Problem::new(file, "actions", e.message().trim().to_owned()));
+            ActionSettings::default()
+        }
+    };
+    settings.notify = match merge_notify(defaults, overrides) {
+        Ok(n) => n,
+        Err(e) => {
+            problems.push(Problem::new(file, "actions.notify", e));
+            defaults.clone()
+        }
+    };
+    validate_notify(&settings.notify, "actions.notify", file, problems);
+    settings
 }
 
 /// Applies an activity's `notify` overrides on top of the schedule's defaults.

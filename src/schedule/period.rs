@@ -140,6 +140,11 @@ impl Period {
         Self::nth(self.cadence, self.financial_year(), self.number() + 1)
     }
 
+    /// The period straight before this one.
+    pub fn previous(&self) -> Self {
+        Self::nth(self.cadence, self.financial_year(), self.number() - 1)
+    }
+
     /// The financial-year alignment this period was built with.
     pub fn financial_year(&self) -> FinancialYear {
         FinancialYear {

@@ -669,6 +669,14 @@ impl Store {
                 qb.push(" AND completed_at > ")
                     .push_bind(format_instant(after));
             }
+            if !filter.ids.is_empty() {
+                qb.push(" AND id IN (");
+                let mut list = qb.separated(", ");
+                for id in &filter.ids {
+                    list.push_bind(*id);
+                }
+                qb.push(")");
+            }
             qb.push(" ORDER BY due, id");
             qb.build_query_as().fetch_all(pool).await?
         });

@@ -20,6 +20,8 @@ pub struct AssignmentFilter {
     pub activity_id: Option<String>,
     /// Only completed after this instant.
     pub completed_after: Option<Timestamp>,
+    /// Only these ids (empty: any). Callers keep lists to a few thousand (bind limits).
+    pub ids: Vec<i64>,
 }
 
 /// How a staff import changed the organisation.
