@@ -245,7 +245,6 @@ fn action_item(
         new: false,
         manager_name: None,
         link: router.action_link(&action.owner, action.id, today),
-        ..Item::default()
     }
 }
 

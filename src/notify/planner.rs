@@ -371,7 +371,7 @@ pub fn slt_digest(
     let current = crate::schedule::Period::containing(cadence, ctx.fy, today);
     // The review a digest precedes may fall in the next period's first days; look at the
     // periods either side of today's, newest first.
-    let mut candidates = vec![current.next(), current.clone(), current.previous()];
+    let mut candidates = vec![current.next(), current, current.previous()];
     candidates.retain(|p| {
         slt_digest_day(ctx, p)
             .is_some_and(|day| day == today || (day < today && last.is_some_and(|last| last < day)))
