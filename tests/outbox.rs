@@ -21,7 +21,106 @@ both_backends!(
     two_dispatchers_and_a_slow_relay_send_each_message_once,
     a_reminder_cancelled_while_it_is_failing_is_never_sent,
     a_relay_down_over_a_weekend_loses_nothing_with_default_settings,
+    a_daily_message_held_by_an_outage_drops_what_was_done_meanwhile,
 );
+
+/// A daily message held by a relay outage re-checks its items when it finally goes out: work
+/// completed meanwhile drops out, and a message with nothing left is withdrawn, not sent.
+async fn a_daily_message_held_by_an_outage_drops_what_was_done_meanwhile(db: TestDb) {
+    let mut smtp = SmtpServer::start(Options::default()).await;
+    let (ctx, dispatcher) =
+        support::notify::start_with(smtp.port(), &NotifyConfig::default(), vec![]);
+    let local = |hour: i8| {
+        jiff::civil::date(2027, 6, 1)
+            .at(hour, 0, 0, 0)
+            .to_zoned(ctx.tz.clone())
+            .unwrap()
+            .timestamp()
+    };
+    import_staff(
+        &db.store,
+        &ctx,
+        &small_org(),
+        "test",
+        ctx.today(local(6)),
+        local(6),
+    )
+    .await
+    .unwrap();
+    reconcile(&db.store, &ctx, local(6)).await.unwrap();
+    smtp.stop().await;
+    qaloop::notify::daily::decide(&db.store, &ctx, local(7))
+        .await
+        .unwrap();
+    dispatcher.dispatch(&db.store, local(8)).await.unwrap();
+    let open = |who: &'static str| {
+        let store = db.store.clone();
+        async move {
+            store
+                .assignments(&qaloop::store::AssignmentFilter {
+                    statuses: vec![qaloop::domain::Status::Open],
+                    assignees: vec![qaloop::domain::Assignee::parse(who)],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // While the relay is down, TM1 does all their work and TM2 their case file audit.
+    for a in open("TM1").await {
+        complete(
+            &db.store,
+            &ctx,
+            a.id,
+            &Actor::new("TM1", Via::Link),
+            None,
+            local(9),
+        )
+        .await
+        .unwrap();
+    }
+    let tm2 = open("TM2").await;
+    assert!(tm2.len() > 1, "TM2 has more than the audit: {tm2:?}");
+    let audit = tm2.iter().find(|a| a.activity_id == "file-audit").unwrap();
+    complete(
+        &db.store,
+        &ctx,
+        audit.id,
+        &Actor::new("TM2", Via::Link),
+        None,
+        local(9),
+    )
+    .await
+    .unwrap();
+    smtp.restart().await;
+    dispatcher.dispatch(&db.store, local(10)).await.unwrap();
+
+    let to = |address: &str| {
+        smtp.received()
+            .into_iter()
+            .filter(|m| m.rcpt_to.iter().any(|r| r == address))
+            .map(|m| m.data.replace("=\r\n", ""))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        to("tm1@example-council.test").is_empty(),
+        "nothing left for TM1"
+    );
+    let tm2 = to("tm2@example-council.test");
+    assert_eq!(tm2.len(), 1);
+    assert!(!tm2[0].contains("Case file audit"), "{}", tm2[0]);
+    let withdrawn = db
+        .store
+        .outbox(Some(OutboxStatus::Cancelled), 1000)
+        .await
+        .unwrap();
+    assert!(
+        withdrawn
+            .iter()
+            .any(|r| r.recipient == "TM1" && (r.kind == "digest" || r.kind == "catch_up")),
+        "{withdrawn:?}"
+    );
+}
 
 /// Work created on Tuesday 1 June 2027 at 09:00 London: new-work notices due at once.
 const MORNING: &str = "2027-06-01T08:00:00Z";

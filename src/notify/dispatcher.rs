@@ -407,6 +407,9 @@ impl Dispatcher {
                 row.channel
             )));
         };
+        if let Some(reason) = nothing_left(row) {
+            return Err(Outcome::Expired(reason));
+        }
         let message = match self.message(row, org, now) {
             Ok(Some(m)) => m,
             Ok(None) => return Err(Outcome::Cancelled),
@@ -675,5 +678,102 @@ async fn claim_batch(
     let people = store
         .people_by_id(&ids.into_iter().collect::<Vec<_>>())
         .await?;
+    let mut rows = rows;
+    drop_closed_items(store, &mut rows).await?;
     Ok(Some((rows, Org::new(people))))
+}
+
+/// Why a daily message is no longer worth sending: everything in it was done meanwhile (see
+/// [`drop_closed_items`]).
+fn nothing_left(row: &OutboxRow) -> Option<String> {
+    if row.kind != Kind::Digest.as_str() && row.kind != Kind::CatchUp.as_str() {
+        return None;
+    }
+    let c: TemplateContext = serde_json::from_str(&row.context).ok()?;
+    let empty = c.items.is_empty()
+        && c.team_items.is_empty()
+        && c.action_items.is_empty()
+        && c.verify_items.is_empty()
+        && c.moderated.is_empty();
+    empty.then(|| "withdrawn unsent: everything in it was done before it could go out".to_owned())
+}
+
+/// A daily message re-checks its items when it goes out: work completed and actions done or
+/// verified since it was decided (while a relay was down, say) drop out, so nobody is chased
+/// for what they have already done. A message left with nothing is withdrawn when prepared.
+/// Two reads per claimed batch, whatever its size.
+async fn drop_closed_items(store: &Store, rows: &mut [OutboxRow]) -> Result<(), StoreError> {
+    use super::context::Work;
+    let bundled =
+        |row: &OutboxRow| row.kind == Kind::Digest.as_str() || row.kind == Kind::CatchUp.as_str();
+    let mut contexts: Vec<(usize, TemplateContext)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| bundled(row))
+        .filter_map(|(i, row)| Some((i, serde_json::from_str(&row.context).ok()?)))
+        .collect();
+    if contexts.is_empty() {
+        return Ok(());
+    }
+    let lists = |c: &TemplateContext| {
+        [&c.items, &c.team_items, &c.action_items, &c.verify_items]
+            .into_iter()
+            .flatten()
+            .map(|i| (i.work, i.id))
+            .collect::<Vec<_>>()
+    };
+    let mut assignment_ids = BTreeSet::new();
+    let mut action_ids = BTreeSet::new();
+    for (_, context) in &contexts {
+        for (work, id) in lists(context) {
+            if work.is_action() {
+                action_ids.insert(id);
+            } else {
+                assignment_ids.insert(id);
+            }
+        }
+    }
+    // In chunks well under SQLite's limit of bound parameters.
+    const CHUNK: usize = 5000;
+    let mut open_assignments = BTreeSet::new();
+    for chunk in assignment_ids.into_iter().collect::<Vec<_>>().chunks(CHUNK) {
+        let open = store
+            .assignments(&crate::store::AssignmentFilter {
+                statuses: vec![crate::domain::Status::Open],
+                ids: chunk.to_vec(),
+                ..Default::default()
+            })
+            .await?;
+        open_assignments.extend(open.into_iter().map(|a| a.id));
+    }
+    let mut action_states = BTreeMap::new();
+    for chunk in action_ids.into_iter().collect::<Vec<_>>().chunks(CHUNK) {
+        let actions = store
+            .actions(&crate::store::ActionFilter {
+                ids: chunk.to_vec(),
+                ..Default::default()
+            })
+            .await?;
+        action_states.extend(actions.into_iter().map(|a| (a.id, a.state)));
+    }
+    let still_open = |item: &super::context::Item| match item.work {
+        Work::Assignment => open_assignments.contains(&item.id),
+        Work::Action => action_states.get(&item.id) == Some(&crate::domain::ActionState::Open),
+        Work::Verify => action_states.get(&item.id) == Some(&crate::domain::ActionState::Done),
+    };
+    for (index, context) in &mut contexts {
+        let before = lists(context).len();
+        for list in [
+            &mut context.items,
+            &mut context.team_items,
+            &mut context.action_items,
+            &mut context.verify_items,
+        ] {
+            list.retain(still_open);
+        }
+        if lists(context).len() != before {
+            rows[*index].context = serde_json::to_string(context).unwrap_or_default();
+        }
+    }
+    Ok(())
 }

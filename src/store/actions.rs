@@ -23,6 +23,8 @@ pub struct ActionFilter {
     pub owners: Vec<String>,
     /// Only raised from this assignment's record.
     pub assignment_id: Option<i64>,
+    /// Only these ids (empty: any). Callers keep lists to a few thousand (bind limits).
+    pub ids: Vec<i64>,
 }
 
 /// One line of an action's append-only history.
@@ -279,6 +281,14 @@ impl Store {
             }
             if let Some(id) = filter.assignment_id {
                 qb.push(" AND assignment_id = ").push_bind(id);
+            }
+            if !filter.ids.is_empty() {
+                qb.push(" AND id IN (");
+                let mut list = qb.separated(", ");
+                for id in &filter.ids {
+                    list.push_bind(*id);
+                }
+                qb.push(")");
             }
             qb.push(" ORDER BY due, id");
             qb.build_query_as().fetch_all(pool).await?
