@@ -985,6 +985,32 @@ mod tests {
     }
 
     #[test]
+    fn the_cron_job_says_when_the_next_minute_starts_and_fires_only_then() {
+        let mut cron = CronWake::every_minute().unwrap();
+        let wait = cron.until_next().expect("a next tick");
+        assert!(wait <= Duration::from_millis(60_005), "{wait:?}");
+        // Unless the test started within 5 ms of a minute's end, the minute has not come.
+        if wait > Duration::from_millis(50) {
+            assert!(!cron.fired(), "fired {wait:?} before its minute");
+        }
+    }
+
+    #[test]
+    fn a_write_to_the_sqlite_file_or_its_wal_is_noticed_by_stat_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("q.db");
+        std::fs::write(&db, b"x").unwrap();
+        let mut watch = DbWatch::new(&format!("sqlite://{}", db.display()));
+        assert!(!watch.changed(), "nothing written yet");
+        std::fs::write(dir.path().join("q.db-wal"), b"frame").unwrap();
+        assert!(watch.changed(), "a new WAL frame is a change");
+        watch.seen();
+        assert!(!watch.changed());
+        // PostgreSQL has no file to watch: every wake looks.
+        assert!(DbWatch::new("postgres://localhost/db").changed());
+    }
+
+    #[test]
     fn an_unreachable_outbox_is_looked_at_again_after_a_growing_wait_of_at_most_a_minute() {
         let waits: Vec<i64> = (1..=8).map(|n| failure_backoff(n).as_secs()).collect();
         assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);

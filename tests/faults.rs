@@ -195,6 +195,10 @@ fn seed() -> u64 {
 /// before the next message goes out, so a kill resends at most the message in flight.
 const RESENT_PER_CRASH: usize = 1;
 
+/// The bound on PostgreSQL, which has no sent journal: outcomes are recorded in groups of up
+/// to 32 while the next go out, so a kill resends at most `2 × 32 + 1` rows per channel.
+const RESENT_PER_CRASH_POSTGRES: usize = 65;
+
 /// Scenario 1: `kill -9` of `tick` at 20 random points of a quarter, each restarted at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_tick_at_20_random_points_of_a_quarter_loses_and_duplicates_nothing() {
@@ -1198,7 +1202,7 @@ async fn two_nodes_the_leader_killed_half_way_lose_nothing_and_duplicate_only_th
     assert_eq!(got.len(), sent, "a message was lost");
     assert!(took_over < Duration::from_secs(30), "{took_over:?}");
     assert!(
-        duplicates(&got) <= RESENT_PER_CRASH,
+        duplicates(&got) <= RESENT_PER_CRASH_POSTGRES,
         "duplicated beyond the kill window"
     );
     let end = Timestamp::now();
