@@ -573,7 +573,12 @@ async fn qaloop_path(scenario: &Scenario, db: &Db) -> anyhow::Result<Times> {
             max: Duration::from_secs(60),
         },
         None,
-    );
+    )
+    // As the daemon builds it: the sent journal beside a SQLite file, none on PostgreSQL.
+    .with_journal(match db {
+        Db::Sqlite(url) => qaloop::notify::journal::path_for(url),
+        Db::Postgres { .. } => None,
+    });
 
     let now = NOW.parse()?;
     let stopwatch = Stopwatch::start()?;

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use jiff::Zoned;
 use jiff::civil::{Date, Time};
 use tokio::sync::mpsc;
-use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_cron_scheduler::Job;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -67,10 +67,18 @@ impl SendClock {
         dispatch_due(self.next, now, self.checked.elapsed())
     }
 
-    /// Reads the next sendable moment at `now`; on error, dispatches again after a backoff
-    /// that doubles from 2 s to a minute while the errors last.
-    async fn refresh(&mut self, store: &Store, now: jiff::Timestamp) {
-        self.next = match store.next_send_at().await {
+    /// Reads the next sendable moment at `now` (a queued message, or an urgent concern's next
+    /// alert round); on error, dispatches again after a backoff that doubles from 2 s to a
+    /// minute while the errors last.
+    async fn refresh(&mut self, store: &Store, live: &Live, now: jiff::Timestamp) {
+        let next = async {
+            let send = store.next_send_at().await?;
+            let alert =
+                crate::notify::urgent::next_alert_at(store, &live.ctx, &live.settings.urgent, now)
+                    .await?;
+            Ok::<_, crate::store::StoreError>(send.into_iter().chain(alert).min())
+        };
+        self.next = match next.await {
             Ok(next) => {
                 self.failures = 0;
                 next
@@ -95,6 +103,95 @@ impl SendClock {
                 .unwrap_or(Duration::ZERO)
                 .max(Duration::from_secs(1)),
         )
+    }
+}
+
+/// tokio-cron-scheduler's every-minute UTC job, driven by the loop's own timer: the loop asks
+/// the job when it next fires and sleeps until then. The crate's own ticker (`JobScheduler::
+/// start`) is not run: it wakes every 500 ms whether or not a job is due, which was most of an
+/// idle daemon's CPU (BENCHMARKS.md, "Idle serve").
+struct CronWake {
+    /// The job; its closure is never called (no scheduler runs it), only its cron is used.
+    job: Job,
+}
+
+impl CronWake {
+    /// `0 * * * * *` in UTC: the start of every minute (UTC, so the crate's DST bug cannot
+    /// bite; [`Triggers`] decides in local time whether a pass is due).
+    fn every_minute() -> Result<Self, ServeError> {
+        let mut job = Job::new("0 * * * * *", |_, _| {})?;
+        // The crate's first tick only records "last ticked now"; from then on `tick` answers
+        // whether the next minute has come.
+        let _ = job.tick();
+        Ok(Self { job })
+    }
+
+    /// How long until the job's next minute, by the system clock; `None` if it has none.
+    fn until_next(&mut self) -> Option<Duration> {
+        let next = self.job.job_data().ok()?.next_tick;
+        if next == 0 {
+            return None;
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?;
+        // A few milliseconds late rather than early: the job fires from its second on.
+        Some(
+            Duration::from_secs(next)
+                .saturating_sub(now)
+                .saturating_add(Duration::from_millis(5)),
+        )
+    }
+
+    /// Whether the job's minute has come (and moves it on to the next).
+    fn fired(&mut self) -> bool {
+        self.job.tick().unwrap_or(false)
+    }
+}
+
+/// Notices writes by other processes (`qaloop assignments complete`, `concerns raise`) and by
+/// the pages between passes, without a query: on SQLite every commit changes the database's
+/// WAL file (or the file itself), so a `stat` of both says whether to look at the outbox and
+/// the concerns. PostgreSQL has no such file: there the loop looks at every wake-up.
+struct DbWatch {
+    /// The database file and its WAL; empty on PostgreSQL.
+    files: Vec<PathBuf>,
+    /// Their (modified time, length) at the last look.
+    seen: Vec<Option<(SystemTime, u64)>>,
+}
+
+impl DbWatch {
+    fn new(url: &str) -> Self {
+        let files: Vec<PathBuf> = crate::config::sqlite_file(url)
+            .map(|(path, _)| vec![PathBuf::from(&path), PathBuf::from(format!("{path}-wal"))])
+            .unwrap_or_default();
+        let mut watch = Self {
+            seen: Vec::new(),
+            files,
+        };
+        watch.seen();
+        watch
+    }
+
+    fn state(&self) -> Vec<Option<(SystemTime, u64)>> {
+        self.files
+            .iter()
+            .map(|f| {
+                std::fs::metadata(f)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            })
+            .collect()
+    }
+
+    /// Whether the database changed since [`DbWatch::seen`] (always, on PostgreSQL).
+    fn changed(&self) -> bool {
+        self.files.is_empty() || self.state() != self.seen
+    }
+
+    /// Marks the current state as looked at (after a pass or a look at the outbox).
+    fn seen(&mut self) {
+        self.seen = self.state();
     }
 }
 
@@ -322,15 +419,23 @@ pub async fn serve(
     let _lock = lock_sqlite(&settings.database.url)?;
     let store = Store::connect(&settings.database.url, settings.database.max_connections).await?;
     store.migrate().await?;
-    // The pages answer before the first pass, so a link in an old message works at once.
-    let web = start_web(&settings, &ctx, &store, clock.clone()).await?;
+    let vitals = Arc::new(Vitals::default());
+    vitals.db_answered();
+    let ops_state = OpsState {
+        store: store.clone(),
+        vitals: vitals.clone(),
+        clock: clock.clone(),
+        facts: Arc::new(std::sync::RwLock::new(Facts::new(&settings, &ctx))),
+    };
+    // The pages answer before the first pass, so a link in an old message works at once; so
+    // do /healthz, /readyz (not ready until the first pass) and /metrics on their listener.
+    let on_web = settings.ops.on_web.then(|| ops_state.clone());
+    let web = start_web(&settings, &ctx, &store, clock.clone(), on_web).await?;
     let mut live = Live {
         settings,
         ctx,
         dispatcher,
     };
-    let vitals = Arc::new(Vitals::default());
-    vitals.db_answered();
 
     let watchdog = systemd::watchdog_interval();
     let cancel = CancellationToken::new();
@@ -382,15 +487,6 @@ pub async fn serve(
         return Ok(());
     }
 
-    let ops_state = OpsState {
-        store: store.clone(),
-        vitals: vitals.clone(),
-        clock: clock.clone(),
-        facts: Arc::new(std::sync::RwLock::new(Facts::new(
-            &live.settings,
-            &live.ctx,
-        ))),
-    };
     let listen = live.settings.ops.listen_addr().map_err(|message| {
         ServeError::Config(
             crate::problem::Problem::new(&live.settings.source, "ops.listen", message).into(),
@@ -418,37 +514,29 @@ pub async fn serve(
     }
     systemd::ready(&status_line(&store, &vitals).await);
 
-    let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
-    let mut scheduler = JobScheduler::new().await?;
-    scheduler
-        .add(Job::new_async("0 * * * * *", move |_id, _lock| {
-            let wake = wake_tx.clone();
-            Box::pin(async move {
-                let _ = wake.try_send(());
-            })
-        })?)
-        .await?;
-    scheduler.start().await?;
-
+    let mut cron = CronWake::every_minute()?;
     let mut sends = SendClock {
         next: None,
         checked: std::time::Instant::now(),
         failures: 0,
     };
-    sends.refresh(&store, clock.now()).await;
+    sends.refresh(&store, &live, clock.now()).await;
+    let mut writes = DbWatch::new(&live.settings.database.url);
     let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
     let mut staff_mtime = modified(&live.settings.organisation.staff_file);
     loop {
+        // One timer: the cron job's next minute, the next sendable message or alert round,
+        // or the fallback, whichever comes first. Nothing else wakes an idle daemon.
+        let sleep = [cron.until_next(), sends.until_next(clock.now())]
+            .into_iter()
+            .flatten()
+            .fold(fallback, Duration::min);
         let label = tokio::select! {
             biased;
             _ = &mut shutdown => break,
             Some(()) = hangup.recv() => "reload",
-            Some(()) = wake_rx.recv() => "schedule",
-            _ = tokio::time::sleep(
-                sends.until_next(clock.now()).map_or(fallback, |d| d.min(fallback))
-            ) => {
-                tracing::debug!("no wake-up from the scheduler; checking the clock");
-                "fallback"
+            _ = tokio::time::sleep(sleep) => {
+                if cron.fired() { "schedule" } else { "timer" }
             }
         };
         vitals.tick();
@@ -502,7 +590,8 @@ pub async fn serve(
                 break;
             }
             staff_mtime = mtime;
-            sends.refresh(&store, clock.now()).await;
+            sends.refresh(&store, &live, clock.now()).await;
+            writes.seen();
             systemd::status(&status_line(&store, &vitals).await);
         } else if mtime != staff_mtime && role.leads() {
             staff_mtime = mtime;
@@ -510,15 +599,16 @@ pub async fn serve(
             if finish_or_stop(work, shutdown.as_mut()).await {
                 break;
             }
-            sends.refresh(&store, clock.now()).await;
+            sends.refresh(&store, &live, clock.now()).await;
+            writes.seen();
             systemd::status(&status_line(&store, &vitals).await);
-        } else {
-            // Between passes: urgent alerts that fell due (one cheap read when there are none),
-            // then, only when something can be sent, what is ready: urgent alerts at any hour,
-            // what working hours released, what is due a retry.
+        } else if sends.due(now.timestamp()) || writes.changed() {
+            // Between passes, only when something can be sent (or an alert round fell due),
+            // or another process (or a page) wrote to the database since the last look:
+            // urgent alerts that fell due, then what is ready — urgent alerts at any hour,
+            // what working hours released, what is due a retry. An idle wake reads nothing.
             vitals.busy(true);
             let send_due = sends.due(now.timestamp());
-            let mut dispatched = false;
             let work = async {
                 match crate::pass::between_passes(
                     &store,
@@ -531,14 +621,12 @@ pub async fn serve(
                 .instrument(tracing::info_span!("dispatch", trigger = label))
                 .await
                 {
-                    Ok(sent) => {
-                        vitals.db_answered();
-                        dispatched = sent;
-                    }
+                    Ok(_) => vitals.db_answered(),
                     Err(e) => {
-                        dispatched = true;
+                        let url = &live.settings.database.url;
                         tracing::error!(
-                            error = %e,
+                            database = %describe_database(url),
+                            error = %with_cause(&e, url),
                             "dispatch failed; will retry at the next wake-up"
                         )
                     }
@@ -549,9 +637,8 @@ pub async fn serve(
             if stopping {
                 break;
             }
-            if dispatched {
-                sends.refresh(&store, clock.now()).await;
-            }
+            sends.refresh(&store, &live, clock.now()).await;
+            writes.seen();
         }
     }
     systemd::stopping();
@@ -559,7 +646,6 @@ pub async fn serve(
     lease.release().await;
     cancel.cancel();
     tasks.close();
-    let _ = scheduler.shutdown().await;
     tasks.wait().await;
     if let Some((stop, task)) = web {
         stop.cancel();
@@ -639,6 +725,7 @@ async fn run_one(
     vitals.busy(false);
     let _entered = span.enter();
     let ok = result.is_ok();
+    let mut error = None;
     match result {
         Ok(report) => {
             vitals.db_answered();
@@ -652,7 +739,13 @@ async fn run_one(
             )
         }
         Err(e) => {
-            tracing::error!(error = %e, "pass failed; will retry at the next trigger")
+            let message = with_cause(&e, &live.settings.database.url);
+            tracing::error!(
+                database = %describe_database(&live.settings.database.url),
+                error = %message,
+                "pass failed; will retry at the next trigger"
+            );
+            error = Some(message);
         }
     }
     crate::ops::metrics::record_pass(started.elapsed().as_secs_f64(), ok);
@@ -661,7 +754,17 @@ async fn run_one(
         finished: std::time::Instant::now(),
         duration: started.elapsed(),
         ok,
+        error,
     });
+}
+
+/// `error`, and when the database is a SQLite file that cannot be written, which file or
+/// folder and why: SQLite itself names neither ("disk I/O error", "readonly database").
+fn with_cause(error: &dyn std::fmt::Display, url: &str) -> String {
+    match crate::ops::check::sqlite_unwritable(url) {
+        Some(why) => format!("{error}: {why}"),
+        None => error.to_string(),
+    }
 }
 
 /// The `STATUS=` line: when the last pass ran and how many messages wait.
@@ -777,6 +880,7 @@ async fn start_web(
     ctx: &Context,
     store: &Store,
     clock: Arc<dyn Clock>,
+    ops: Option<OpsState>,
 ) -> Result<
     Option<(
         tokio_util::sync::CancellationToken,
@@ -806,7 +910,12 @@ async fn start_web(
         organisation: settings.organisation.name.clone(),
         urgent: settings.urgent.clone(),
     });
-    let app = crate::web::app(state, settings.web.max_body_bytes);
+    let mut app = crate::web::app(state, settings.web.max_body_bytes);
+    // `[ops] on_web`: the same /healthz, /readyz and /metrics as `[ops] listen`.
+    let health = ops.is_some();
+    if let Some(ops) = ops {
+        app = app.merge(crate::ops::http::routes(ops));
+    }
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();
     let task = tokio::spawn(async move {
@@ -815,6 +924,7 @@ async fn start_web(
         }
     });
     tracing::info!(
+        health_and_metrics = health,
         "pages on http://{address}/ (open a link from a message, or `qaloop link --for STAFF_ID`)"
     );
     Ok(Some((stop, task)))
@@ -872,6 +982,32 @@ mod tests {
         };
         assert_eq!(clock.until_next(now), Some(Duration::from_secs(1800)));
         assert_eq!(clock.until_next(later), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn the_cron_job_says_when_the_next_minute_starts_and_fires_only_then() {
+        let mut cron = CronWake::every_minute().unwrap();
+        let wait = cron.until_next().expect("a next tick");
+        assert!(wait <= Duration::from_millis(60_005), "{wait:?}");
+        // Unless the test started within 5 ms of a minute's end, the minute has not come.
+        if wait > Duration::from_millis(50) {
+            assert!(!cron.fired(), "fired {wait:?} before its minute");
+        }
+    }
+
+    #[test]
+    fn a_write_to_the_sqlite_file_or_its_wal_is_noticed_by_stat_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("q.db");
+        std::fs::write(&db, b"x").unwrap();
+        let mut watch = DbWatch::new(&format!("sqlite://{}", db.display()));
+        assert!(!watch.changed(), "nothing written yet");
+        std::fs::write(dir.path().join("q.db-wal"), b"frame").unwrap();
+        assert!(watch.changed(), "a new WAL frame is a change");
+        watch.seen();
+        assert!(!watch.changed());
+        // PostgreSQL has no file to watch: every wake looks.
+        assert!(DbWatch::new("postgres://localhost/db").changed());
     }
 
     #[test]

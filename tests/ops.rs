@@ -178,6 +178,45 @@ fn listening_on(log: &str) -> String {
     line[start..].split_whitespace().next().unwrap().to_owned()
 }
 
+/// The pages' listener address from serve's log (`pages on http://ADDR/`).
+fn pages_on(log: &str) -> String {
+    let start = log
+        .find("pages on http://")
+        .unwrap_or_else(|| panic!("no pages line: {log}"))
+        + "pages on http://".len();
+    log[start..].split('/').next().unwrap().to_owned()
+}
+
+/// `[ops] on_web = false`: the pages' listener answers pages only; health and metrics stay on
+/// `[ops] listen` (loopback), for councils that expose the pages further than the metrics.
+#[test]
+fn health_and_metrics_leave_the_pages_listener_when_on_web_is_off() {
+    let s = Setup::new();
+    let log = s.path("serve.log");
+    let mut daemon = s
+        .command(&["serve"])
+        .env("QALOOP__OPS__LISTEN", "127.0.0.1:0")
+        .env("QALOOP__OPS__ON_WEB", "false")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let text = wait_for_log(&log, "ops listener", 1, &mut daemon);
+    let (pages, ops) = (pages_on(&text), listening_on(&text));
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            http_get(&pages, path).0,
+            404,
+            "{path} on the pages' listener"
+        );
+        assert_eq!(http_get(&ops, path).0, 200, "{path} on [ops] listen");
+    }
+    // The pages themselves still answer there.
+    assert_eq!(http_get(&pages, "/static/qaloop.css").0, 200);
+    signal(&daemon, "-TERM");
+    assert!(daemon.wait().unwrap().success());
+}
+
 /// A plain HTTP/1.1 GET over loopback: (status, body).
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
@@ -291,6 +330,14 @@ fn serve_speaks_sd_notify_serves_health_and_metrics_and_reloads_on_sighup() {
         metric(&body, "qaloop_bank_holiday_days_left").is_some(),
         "{body}"
     );
+    // The same three on the pages' listener (`[ops] on_web`, on by default).
+    let pages = pages_on(&text);
+    assert_eq!(http_get(&pages, "/healthz"), (200, "ok\n".to_owned()));
+    let (status, body) = http_get(&pages, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let (status, body) = http_get(&pages, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(metric(&body, "qaloop_database_up") == Some(1.0), "{body}");
     // The watchdog pings: the loop is alive and the database answers.
     notify.wait_for("WATCHDOG=1", Duration::from_secs(10), |m| {
         m == "WATCHDOG=1\n"
@@ -704,6 +751,7 @@ mod in_process {
                 channels: vec!["email".into()],
                 max_pass_age: Duration::from_secs(3 * 3600),
                 max_send_delay: Duration::from_secs(3600),
+                sqlite_url: None,
             })),
         };
         let listener = qaloop::ops::http::bind("127.0.0.1:0".parse().unwrap())
@@ -729,6 +777,7 @@ mod in_process {
             finished: std::time::Instant::now(),
             duration: Duration::from_millis(20),
             ok: true,
+            error: None,
         });
         let (status, body) = get("/readyz").await.unwrap();
         assert_eq!((status, body.as_str()), (200, "ready\n"));

@@ -374,10 +374,17 @@ type Outcome = Result<(), Failure>;
 pub fn main(cli: Cli) -> ExitCode {
     // One rustls provider for the whole process, before anything opens a TLS connection.
     crate::notify::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // `serve` runs on one thread: its work is a pass now and then, a few sends and page
+    // views, all of it waiting on the database or the network; every worker thread more is
+    // resident memory (a stack, a malloc arena) an idle daemon carries for nothing. SQLite
+    // runs on sqlx's own threads either way. The other commands keep a thread per core.
+    let runtime = match cli.command {
+        Command::Serve => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
         // The reader of our output went away: not an error (`| head`).

@@ -12,13 +12,17 @@
 //! group's first outcome has waited [`RECORD_WITHIN`]; when a full group is waiting behind the
 //! one being written, sending waits for the write.
 //!
-//! **Bound:** a process killed mid-dispatch (a crash, `kill -9`, power loss; a shutdown signal
-//! waits for the pass) resends each unrecorded row once, and at most `2 × RECORD_BATCH + 1` = 65
-//! rows per channel are unrecorded at any moment: a group being written, a group waiting, the
-//! message being sent. In practice it is the messages of the last [`RECORD_WITHIN`] or so.
-//! Recording each row before sending the next would cap it at one, but costs a commit per
-//! message, which takes longer than the send itself on PostgreSQL (commits wait for `fsync`) and
-//! costs about as much CPU as the send on SQLite (`benches/dispatch.rs`, `BENCHMARKS.md`).
+//! **Bound:** up to `2 × RECORD_BATCH + 1` = 65 rows per channel are unrecorded in the database
+//! at any moment (a group being written, a group waiting, the message being sent). So that a
+//! process killed mid-dispatch (a crash, `kill -9`; a shutdown signal waits for the pass) does
+//! not resend them all, each delivery is first noted in the sent journal (`journal.rs`: one
+//! `write` to a local file, no commit), and the next dispatch records the journal's rows before
+//! it claims anything: a kill resends at most the message in flight on each channel. Recording
+//! each row in the database before sending the next would give the same bound, but costs a
+//! commit per message, which takes longer than the send itself on PostgreSQL (commits wait for
+//! `fsync`) and about as much CPU as the send on SQLite (`benches/dispatch.rs`, BENCHMARKS.md).
+//! The journal is SQLite's only (see `journal.rs`); on PostgreSQL the bound stays 65 per
+//! channel, and power loss (the journal is not `fsync`ed) can also reach it.
 //!
 //! While a batch is being sent, the next one is claimed (its recipients looked up with it), so
 //! the database works while the network does. Its rows come after the current batch's in queue
@@ -34,6 +38,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::context::{Failure, TemplateContext};
+use super::journal::Journal;
 use super::settings::NotifyConfig;
 use super::templates::Templates;
 use super::{CalendarEvent, Channel, DeliveryError, Kind, Message, Recipient};
@@ -117,6 +122,9 @@ pub struct Dispatcher {
     hours: Option<(super::router::WorkingHours, crate::calendar::Calendar)>,
     /// How long a claim reserves its rows; renewed every third of it while sending.
     lease: SignedDuration,
+    /// The sent journal's file (SQLite): each delivery is noted there before its group is
+    /// recorded, so a kill resends at most the message in flight (`journal.rs`).
+    journal: Option<std::path::PathBuf>,
 }
 
 enum Outcome {
@@ -151,6 +159,34 @@ impl Dispatcher {
             admin,
             hours: None,
             lease: LEASE,
+            journal: None,
+        }
+    }
+
+    /// Notes every delivery in the sent journal at `path` (`None`: no journal) before it is
+    /// recorded in the database, and replays it at the start of each dispatch.
+    pub fn with_journal(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.journal = path;
+        self
+    }
+
+    /// Opens the journal and records what an interrupted dispatch left in it; `None` (and a
+    /// warning) when it cannot be opened, and `None` without a word when another process is
+    /// dispatching (it holds the journal): this dispatch then runs without one.
+    async fn open_journal(&self, store: &Store) -> Result<Option<Journal>, StoreError> {
+        let Some(path) = &self.journal else {
+            return Ok(None);
+        };
+        match Journal::open(path) {
+            Ok(Some(journal)) => {
+                journal.replay(store).await?;
+                Ok(Some(journal))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(journal = %path.display(), error = %e, "cannot open the sent journal; a crash now may resend up to a group of messages");
+                Ok(None)
+            }
         }
     }
 
@@ -172,6 +208,8 @@ impl Dispatcher {
         now: Timestamp,
     ) -> Result<DispatchReport, StoreError> {
         let mut report = DispatchReport::default();
+        let journal = self.open_journal(store).await?;
+        let journal = journal.as_ref();
         // Outside working hours only what is never held goes out.
         let kinds: Option<&[&str]> = match &self.hours {
             Some((hours, calendar)) if !hours.contains(now, calendar) => Some(&NEVER_HELD),
@@ -202,7 +240,7 @@ impl Dispatcher {
             while let Some((rows, recipients)) = batch {
                 let claim = rows[0].claim.clone();
                 let (sent, next) = tokio::join!(
-                    self.send_batch(store, &recipients, rows, now),
+                    self.send_batch(store, &recipients, rows, now, journal),
                     claim_batch(store, at(), self.lease, kinds)
                 );
                 release(claim);
@@ -234,6 +272,10 @@ impl Dispatcher {
             result = work => result?,
             () = renew => {}
         }
+        // Every delivery is recorded in the database now: the journal's lines are spent.
+        if let Some(journal) = journal {
+            journal.clear()?;
+        }
         Ok(report)
     }
 
@@ -250,6 +292,7 @@ impl Dispatcher {
         recipients: &Org,
         rows: Vec<OutboxRow>,
         now: Timestamp,
+        journal: Option<&Journal>,
     ) -> Result<DispatchReport, StoreError> {
         let mut by_channel: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
         for row in rows {
@@ -257,7 +300,7 @@ impl Dispatcher {
         }
         let lanes = by_channel
             .into_values()
-            .map(|rows| self.run_lane(store, recipients, rows, now));
+            .map(|rows| self.run_lane(store, recipients, rows, now, journal));
         let mut report = DispatchReport::default();
         for lane in futures_util::future::join_all(lanes).await {
             let lane = lane?;
@@ -275,6 +318,7 @@ impl Dispatcher {
         org: &Org,
         rows: Vec<OutboxRow>,
         now: Timestamp,
+        journal: Option<&Journal>,
     ) -> Result<DispatchReport, StoreError> {
         let (queue, mut outcomes) = tokio::sync::mpsc::channel(RECORD_BATCH);
         let send = async move {
@@ -303,6 +347,14 @@ impl Dispatcher {
                         outcome
                     }
                 };
+                // Delivered: say so in the journal before anything else, so a kill from here
+                // on does not send it again.
+                if let (Outcome::Sent, Some(journal)) = (&outcome, journal)
+                    && let Err(e) =
+                        journal.delivered(row.id, now, row.claim.as_deref().unwrap_or(""))
+                {
+                    tracing::warn!(error = %e, "a crash now may resend this message");
+                }
                 if queue.send((row, outcome)).await.is_err() {
                     // Recording failed and returned its error: stop here. Nothing is cut off
                     // mid-send; the rows not sent stay leased and go out later.

@@ -16,6 +16,7 @@ pub mod daily;
 pub mod dispatcher;
 pub mod email;
 pub mod ics;
+pub mod journal;
 pub mod message;
 pub mod planner;
 pub mod registry;

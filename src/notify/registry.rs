@@ -74,7 +74,8 @@ pub fn build_dispatcher(
                     .clone()
                     .map(|c| (c, settings.notify.admin_address.clone())),
             )
-            .with_working_hours_of(ctx),
+            .with_working_hours_of(ctx)
+            .with_journal(super::journal::path_for(&settings.database.url)),
         )),
         _ => Err(problems),
     }

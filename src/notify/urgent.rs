@@ -101,3 +101,23 @@ pub async fn decide(
     }
     Ok(queued)
 }
+
+/// The next moment an alert round falls due for an unacknowledged concern after `now`, so an
+/// idle daemon can sleep until then instead of looking every minute; `None`: none open (or no
+/// routing, so [`decide`] queues nothing).
+pub async fn next_alert_at(
+    store: &Store,
+    ctx: &Context,
+    settings: &UrgentSettings,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, StoreError> {
+    if Router::of(ctx).is_none() {
+        return Ok(None);
+    }
+    Ok(store
+        .concerns(true)
+        .await?
+        .iter()
+        .filter_map(|c| c.next_alert_after(now, settings))
+        .min())
+}

@@ -132,6 +132,57 @@ fn writable(dir: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Why a SQLite database cannot be written, in plain words naming the file or folder, when
+/// that is the trouble (SQLite itself says only "attempt to write a readonly database" or
+/// "disk I/O error"); `None` when both are writable, or for PostgreSQL. The file is opened
+/// for writing without writing anything; the folder is probed as `check` does (SQLite writes
+/// its `-wal` and `-shm` files there).
+pub fn sqlite_unwritable(url: &str) -> Option<String> {
+    let (path, _) = crate::config::sqlite_file(url)?;
+    let folder = Path::new(&path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut problems = file_problems(path);
+    if let Err(e) = writable(folder) {
+        problems.push(format!(
+            "no file can be created in the database's folder {}: {e}",
+            folder.display()
+        ));
+    }
+    (!problems.is_empty()).then(|| {
+        format!(
+            "{} (make them writable by the user qaloop runs as; it recovers by itself)",
+            problems.join("; ")
+        )
+    })
+}
+
+/// [`sqlite_unwritable`] without the folder probe, which writes nothing at all: for
+/// `/readyz`, asked every few seconds.
+pub fn sqlite_files_unwritable(url: &str) -> Option<String> {
+    let (path, _) = crate::config::sqlite_file(url)?;
+    let problems = file_problems(path);
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// The database file and its `-wal` and `-shm` files (when they exist), each opened for
+/// writing: what stops them.
+fn file_problems(path: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = std::fs::File::options().write(true).open(path) {
+        problems.push(format!("the database file {path} cannot be written: {e}"));
+    }
+    for name in [format!("{path}-wal"), format!("{path}-shm")] {
+        if let Err(e) = std::fs::File::options().write(true).open(&name)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            problems.push(format!("{name} cannot be written: {e}"));
+        }
+    }
+    problems
+}
+
 /// `dir` is writable, or does not exist yet and its nearest existing ancestor is.
 fn writable_or_creatable(dir: &Path) -> Result<(), String> {
     if dir.is_dir() {

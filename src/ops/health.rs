@@ -49,14 +49,23 @@ pub async fn not_ready(state: &OpsState) -> Option<String> {
             ));
         }
     }
+    // SQLite answers reads from a file it can no longer write: ask the files themselves
+    // (opened for writing, nothing written).
+    if let Some(why) = facts
+        .sqlite_url
+        .as_deref()
+        .and_then(super::check::sqlite_files_unwritable)
+    {
+        return Some(why);
+    }
     let Some(pass) = state.vitals.last_pass() else {
         return Some("no pass has run yet".into());
     };
     if !pass.ok {
-        return Some(format!(
-            "the last pass (at {}) failed; see the log",
-            pass.at
-        ));
+        return Some(match &pass.error {
+            Some(error) => format!("the last pass (at {}) failed: {error}", pass.at),
+            None => format!("the last pass (at {}) failed; see the log", pass.at),
+        });
     }
     let age = now.duration_since(pass.at);
     if age.as_secs() > facts.max_pass_age.as_secs() as i64 {

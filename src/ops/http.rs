@@ -40,6 +40,9 @@ pub struct Facts {
     pub max_pass_age: Duration,
     /// `/readyz` fails when a message has waited this long past its send time.
     pub max_send_delay: Duration,
+    /// The SQLite database's URL (`None` on PostgreSQL): `/readyz` fails while its file
+    /// cannot be written (a read-only folder, mount or file).
+    pub sqlite_url: Option<String>,
 }
 
 impl Facts {
@@ -62,6 +65,8 @@ impl Facts {
             max_send_delay: Duration::from_secs(
                 u64::from(settings.ops.ready_max_send_delay_minutes) * 60,
             ),
+            sqlite_url: crate::config::sqlite_file(&settings.database.url)
+                .map(|_| settings.database.url.clone()),
         }
     }
 }

@@ -11,9 +11,14 @@ use crate::problem::{Problem, Problems};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OpsSettings {
-    /// `HOST:PORT` for `/healthz`, `/readyz` and `/metrics`, or `off`. Loopback by default:
-    /// put a reverse proxy in front to expose it.
+    /// `HOST:PORT` for `/healthz`, `/readyz` and `/metrics` on a listener of their own, or
+    /// `off`. Loopback by default: for councils that expose the pages (`[web] listen`) but
+    /// keep the metrics to the server (with `on_web = false`).
     pub listen: String,
+    /// Whether the pages' listener (`[web] listen`) answers `/healthz`, `/readyz` and
+    /// `/metrics` too (the same handlers). Turn off when the pages are exposed further than
+    /// the metrics should be.
+    pub on_web: bool,
     /// `/readyz` fails when the last pass is older than this many minutes (default: three
     /// `daemon.every_minutes`, or 4 days when only `daily_at` triggers passes).
     pub ready_max_pass_age_minutes: Option<u32>,
@@ -25,6 +30,7 @@ impl Default for OpsSettings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9464".into(),
+            on_web: true,
             ready_max_pass_age_minutes: None,
             ready_max_send_delay_minutes: 60,
         }

@@ -20,6 +20,8 @@ pub struct LastPass {
     pub duration: Duration,
     /// Whether it completed without error.
     pub ok: bool,
+    /// Why it failed, in the words logged (for `/readyz`).
+    pub error: Option<String>,
 }
 
 /// Shared liveness state. `std::sync::Mutex`es, not Tokio ones: each is held for a copy, never

@@ -67,6 +67,10 @@ pub enum StoreError {
         /// What went wrong, in plain words.
         cause: String,
     },
+    /// The dispatcher's sent journal (`notify::journal`, a file beside a SQLite database)
+    /// could not be read or written; says which file and why.
+    #[error("{0}")]
+    Journal(String),
 }
 
 /// The database qaloop keeps its truth in.
@@ -284,6 +288,17 @@ impl Store {
             Backend::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(max_connections)
+                    // Each open connection holds a thread and up to 2 MiB of page cache; an
+                    // idle daemon needs none of them between its looks at the outbox.
+                    .idle_timeout(Duration::from_secs(60))
+                    // A transaction whose rollback failed (the file became unwritable mid-
+                    // write) leaves its connection inside it, and every later `BEGIN` on that
+                    // connection fails ("non-zero transaction depth") even once the file is
+                    // writable again: such a connection is closed, not handed out. (The pool
+                    // has flushed pending rollbacks by then; this is a read of a counter.)
+                    .before_acquire(|conn, _| {
+                        Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                    })
                     .connect_with(options)
                     .await?,
             )

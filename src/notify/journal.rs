@@ -1,0 +1,174 @@
+//! The sent journal: a local append-only file that says "delivered" the moment a channel
+//! accepts a message, before the database hears of it.
+//!
+//! The dispatcher records deliveries in the database in groups (one commit per group, not per
+//! message: see `dispatcher.rs`), so a process killed mid-dispatch would otherwise leave a
+//! group's worth of delivered rows unrecorded, each sent again after its lease. With a
+//! journal, every delivery is first appended here (one `write`, no `fsync`: the kernel keeps
+//! it when the process is killed), and the next dispatch, before it claims anything, records
+//! what the journal holds as sent (the same guarded write as usual: `WHERE claim = … AND
+//! status IN ('pending', 'failed')`), then empties it. A kill now resends at most the message
+//! in flight on each channel: delivered, but not yet written here.
+//!
+//! One journal per SQLite database (`<db>.sent`, beside the lock file); a dispatch holds an
+//! exclusive `flock` on it while it works, so two processes never empty each other's lines.
+//! A dispatch that cannot take the lock (another process is dispatching) runs without one.
+//! On PostgreSQL there is no local folder that belongs to the database, and a killed node's
+//! rows may be claimed by another node before it restarts: no journal (the group bound holds).
+//!
+//! **Invariant:** a line is written only after the channel accepted the message; the journal
+//! is emptied only after every line in it was recorded in the database.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+
+use crate::store::{Store, StoreError};
+
+/// Where a database's journal lives, when it has one (SQLite).
+pub fn path_for(database_url: &str) -> Option<PathBuf> {
+    crate::config::sqlite_file(database_url).map(|(path, _)| PathBuf::from(format!("{path}.sent")))
+}
+
+/// The journal's file, locked for one dispatch.
+#[derive(Debug)]
+pub struct Journal {
+    /// The file, opened for appending; a `std` mutex: writes are one short syscall.
+    file: Mutex<File>,
+    /// For messages.
+    path: PathBuf,
+}
+
+/// A journal line: the row, when it was sent (the dispatch's `now`), under which claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    id: i64,
+    at: Timestamp,
+    claim: String,
+}
+
+impl Journal {
+    /// Opens and locks the journal at `path`; `Ok(None)` when another process holds it.
+    pub fn open(path: &Path) -> std::io::Result<Option<Journal>> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Journal {
+                file: Mutex::new(file),
+                path: path.to_owned(),
+            })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Records in the database every delivery a previous dispatch journalled but did not
+    /// record (it was killed, or the database failed), then empties the journal. Returns how
+    /// many lines it replayed.
+    pub async fn replay(&self, store: &Store) -> Result<usize, StoreError> {
+        let text = {
+            let mut file = self.lock();
+            let mut text = String::new();
+            file.rewind()
+                .and_then(|()| file.read_to_string(&mut text))
+                .map_err(|e| self.io_error("reading", e))?;
+            text
+        };
+        if text.is_empty() {
+            return Ok(0);
+        }
+        let entries: Vec<Entry> = text.lines().filter_map(parse).collect();
+        let mut groups: BTreeMap<(&str, Timestamp), Vec<i64>> = BTreeMap::new();
+        for e in &entries {
+            groups.entry((&e.claim, e.at)).or_default().push(e.id);
+        }
+        for ((claim, at), ids) in groups {
+            store.mark_sent(&ids, claim, at).await?;
+        }
+        if !entries.is_empty() {
+            tracing::info!(
+                rows = entries.len(),
+                journal = %self.path.display(),
+                "recorded deliveries an interrupted dispatch had not recorded"
+            );
+        }
+        self.clear()?;
+        Ok(entries.len())
+    }
+
+    /// Notes that row `id` (claimed under `claim`) was delivered by the dispatch at `at`.
+    pub fn delivered(&self, id: i64, at: Timestamp, claim: &str) -> Result<(), StoreError> {
+        let line = format!("{id} {at} {claim}\n");
+        self.lock()
+            .write_all(line.as_bytes())
+            .map_err(|e| self.io_error("writing", e))
+    }
+
+    /// Empties the journal: call only once every line is recorded in the database.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.lock()
+            .set_len(0)
+            .map_err(|e| self.io_error("emptying", e))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, File> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn io_error(&self, doing: &str, e: std::io::Error) -> StoreError {
+        StoreError::Journal(format!(
+            "{doing} the sent journal {}: {e}",
+            self.path.display()
+        ))
+    }
+}
+
+/// One line, or `None` for a line a crash cut short.
+fn parse(line: &str) -> Option<Entry> {
+    let mut parts = line.splitn(3, ' ');
+    let id = parts.next()?.parse().ok()?;
+    let at = parts.next()?.parse().ok()?;
+    let claim = parts.next().filter(|c| !c.is_empty())?.to_owned();
+    Some(Entry { id, at, claim })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_and_a_cut_line_is_skipped() {
+        let at: Timestamp = "2027-06-01T08:00:00.123456Z".parse().unwrap();
+        let line = format!("42 {at} 7f3a-b");
+        assert_eq!(
+            parse(&line),
+            Some(Entry {
+                id: 42,
+                at,
+                claim: "7f3a-b".into()
+            })
+        );
+        assert_eq!(parse("42 2027-06-01T08:0"), None);
+        assert_eq!(parse("42"), None);
+    }
+
+    #[test]
+    fn a_second_process_cannot_take_a_held_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sent");
+        let held = Journal::open(&path).unwrap();
+        assert!(held.is_some());
+        // flock is per open file description: a second open stands in for another process.
+        assert!(Journal::open(&path).unwrap().is_none());
+        drop(held);
+        assert!(Journal::open(&path).unwrap().is_some());
+    }
+}
