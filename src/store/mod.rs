@@ -146,6 +146,7 @@ struct AssignmentRow {
     status: String,
     created_at: String,
     created_late: bool,
+    before_go_live: bool,
     completed_at: Option<String>,
     completed_by: Option<String>,
     note: Option<String>,
@@ -153,7 +154,7 @@ struct AssignmentRow {
 
 const ASSIGNMENT_COLUMNS: &str = "id, activity_id, period_label, period_start, period_end, slot, \
     assignee, subject, trigger_id, due, status, created_at, created_late, completed_at, \
-    completed_by, note";
+    completed_by, note, before_go_live";
 
 const STAFF_COLUMNS: &str = "staff_id, name, email, roles, line_manager_id, team, service, \
     locality, chat_id, start_date, active_from, left_on";
@@ -217,6 +218,7 @@ impl TryFrom<AssignmentRow> for Assignment {
             subject: (!r.subject.is_empty()).then_some(r.subject),
             trigger_id: r.trigger_id,
             created_late: r.created_late,
+            before_go_live: r.before_go_live,
             completed_by: r.completed_by,
             note: r.note,
         })
@@ -584,12 +586,16 @@ impl Store {
     /// Creates the assignments of one (activity, period) that do not exist yet, their history,
     /// and the marker that the period is done, in one transaction. Returns the ids created.
     /// Rows that already exist (another process got there first) are skipped by the unique key.
+    /// `go_live` is the go-live date when this is a new database's first pass: rows already due
+    /// before it are flagged `before_go_live`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn materialise(
         &self,
         activity_id: &str,
         period_start: Date,
         rows: &[NewAssignment],
         created_late: bool,
+        go_live: Option<Date>,
         notices: NoticesFor<'_>,
         now: Timestamp,
     ) -> Result<Vec<i64>, StoreError> {
@@ -597,7 +603,12 @@ impl Store {
         let ids = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let created = tx
-                .insert_assignments(rows, created_late, &Actor::system("reconcile"), &at)
+                .insert_assignments(
+                    rows,
+                    (created_late, go_live),
+                    &Actor::system("reconcile"),
+                    &at,
+                )
                 .await?;
             let pairs: Vec<(i64, &NewAssignment)> =
                 created.iter().map(|&(id, i)| (id, &rows[i])).collect();
@@ -735,7 +746,9 @@ impl Store {
                 concerns::insert_concerns(&mut tx, &effects.concerns, by, &at).await?;
             }
             outbox::cancel_for_assignment(&mut tx, id, "assignment completed").await?;
-            let created = tx.insert_assignments(triggered, false, by, &at).await?;
+            let created = tx
+                .insert_assignments(triggered, (false, None), by, &at)
+                .await?;
             let pairs: Vec<(i64, &NewAssignment)> =
                 created.iter().map(|&(id, i)| (id, &triggered[i])).collect();
             outbox::insert(&mut tx, &notices(&pairs), &at).await?;
@@ -928,11 +941,15 @@ where
 /// - SQLite (no `INSERT` inside `WITH`): the caller's write transaction holds SQLite's only
 ///   write lock and `AUTOINCREMENT` ids only grow, so the rows a chunk inserted are exactly those
 ///   with an id above the largest before it.
+/// How rows are created: (after their period began because qaloop was down; the go-live date
+/// when this is a new database's first pass, before which due rows are `before_go_live`).
+type Creation = (bool, Option<Date>);
+
 trait InsertAssignments {
     async fn insert_assignments(
         &mut self,
         rows: &[NewAssignment],
-        created_late: bool,
+        created_late: Creation,
         actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error>;
@@ -972,7 +989,7 @@ impl InsertAssignments for Transaction<'_, sqlx::Sqlite> {
     async fn insert_assignments(
         &mut self,
         rows: &[NewAssignment],
-        created_late: bool,
+        created_late: Creation,
         actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
@@ -1007,7 +1024,7 @@ impl InsertAssignments for Transaction<'_, sqlx::Postgres> {
     async fn insert_assignments(
         &mut self,
         rows: &[NewAssignment],
-        created_late: bool,
+        created_late: Creation,
         actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
@@ -1026,8 +1043,12 @@ impl InsertAssignments for Transaction<'_, sqlx::Postgres> {
 }
 
 /// `INSERT INTO assignments (…) VALUES (…), … ON CONFLICT (unique key) DO NOTHING` for `chunk`.
-fn push_insert<DB>(qb: &mut QueryBuilder<DB>, chunk: &[NewAssignment], created_late: bool, at: &str)
-where
+fn push_insert<DB>(
+    qb: &mut QueryBuilder<DB>,
+    chunk: &[NewAssignment],
+    (created_late, go_live): Creation,
+    at: &str,
+) where
     DB: sqlx::Database,
     for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
@@ -1036,7 +1057,7 @@ where
 {
     qb.push(
         "INSERT INTO assignments (activity_id, period_label, period_start, period_end, slot, \
-         assignee, subject, trigger_id, due, status, created_at, created_late) ",
+         assignee, subject, trigger_id, due, status, created_at, created_late, before_go_live) ",
     );
     qb.push_values(chunk, |mut b, r| {
         b.push_bind(r.activity_id.as_str())
@@ -1050,7 +1071,8 @@ where
             .push_bind(r.due.to_string())
             .push_bind("open")
             .push_bind(at)
-            .push_bind(created_late);
+            .push_bind(created_late)
+            .push_bind(go_live.is_some_and(|day| r.due < day));
     });
     qb.push(" ON CONFLICT (activity_id, period_start, slot, subject) DO NOTHING");
 }
