@@ -478,4 +478,18 @@ bank_holidays_file = "bank-holidays.json"
         assert!(err.contains("organisation.timezone"), "{err}");
         assert!(err.contains("daemon.daily_at"), "{err}");
     }
+
+    #[test]
+    fn delivery_times_must_be_times_inside_working_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = MINIMAL.to_owned() + "[notify]\ndeliver_at = [\"07:00\", \"noon\"]\n";
+        let err = Settings::load_with_env(&write(dir.path(), &text), [])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notify.deliver_at: `07:00` is outside working hours (08:00–18:00)"),
+            "{err}"
+        );
+        assert!(err.contains("`noon` is not a time"), "{err}");
+    }
 }

@@ -65,9 +65,16 @@ async fn a_go_live_mid_month_welcomes_everyone_once_and_never_chases_earlier_wor
     // Go-live on Wednesday 16 June 2027 at 07:30: June's performance data pack (due on the 5th
     // working day, 7 June) is already late; June's file audits are not.
     let go_live = local(&ctx, date(2027, 6, 16), 7, 30);
-    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(go_live), go_live)
-        .await
-        .unwrap();
+    import_staff(
+        &db.store,
+        &ctx,
+        &small_org(),
+        "test",
+        ctx.today(go_live),
+        go_live,
+    )
+    .await
+    .unwrap();
 
     let report = reconcile(&db.store, &ctx, go_live).await.unwrap();
 
@@ -149,15 +156,24 @@ async fn a_go_live_mid_month_welcomes_everyone_once_and_never_chases_earlier_wor
         .find(|m| m.rcpt_to == ["pu@example-council.test"] && kind_of(&m.data) == "welcome")
         .expect("PU is welcomed");
     let text = body(&pu_welcome.data);
-    assert!(text.contains("Monthly performance data pack, June 2027"), "{text}");
-    assert!(text.contains("already overdue when qaloop started"), "{text}");
+    assert!(
+        text.contains("Monthly performance data pack, June 2027"),
+        "{text}"
+    );
+    assert!(
+        text.contains("already overdue when qaloop started"),
+        "{text}"
+    );
     assert!(text.contains(&pack_link), "{text}");
     let later: Vec<_> = received
         .iter()
         .filter(|m| body(&m.data).contains(&pack_link))
         .map(|m| (m.rcpt_to.join(","), kind_of(&m.data)))
         .collect();
-    assert_eq!(later, [("pu@example-council.test".to_owned(), "welcome".to_owned())]);
+    assert_eq!(
+        later,
+        [("pu@example-council.test".to_owned(), "welcome".to_owned())]
+    );
     // Work not late at go-live is still chased: TM1's June audit (due 30 June) is in TM1's
     // message on 1 July.
     let tm1_july: Vec<_> = received
@@ -176,9 +192,16 @@ async fn a_joiner_is_welcomed_and_their_first_message_is_the_welcome(db: TestDb)
     let smtp = SmtpServer::start(Options::default()).await;
     let (ctx, dispatcher) = start_with(smtp.port(), &NotifyConfig::default(), vec![]);
     let begin = local(&ctx, date(2027, 5, 4), 7, 0);
-    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(begin), begin)
-        .await
-        .unwrap();
+    import_staff(
+        &db.store,
+        &ctx,
+        &small_org(),
+        "test",
+        ctx.today(begin),
+        begin,
+    )
+    .await
+    .unwrap();
     let mut day = date(2027, 5, 4);
     let joined = date(2027, 5, 20);
     while day <= date(2027, 6, 30) {
@@ -227,9 +250,16 @@ async fn reassigning_a_to_b_to_a_tells_a_twice(db: TestDb) {
     // Live since April; May's work is created at 00:30 on Saturday 1 May (not late), and
     // announced at the first delivery, 08:00 on Tuesday 4 May (3 May is a bank holiday).
     let begin = local(&ctx, date(2027, 5, 1), 0, 30);
-    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(begin), begin)
-        .await
-        .unwrap();
+    import_staff(
+        &db.store,
+        &ctx,
+        &small_org(),
+        "test",
+        ctx.today(begin),
+        begin,
+    )
+    .await
+    .unwrap();
     db.store
         .set_meta(qaloop::engine::reconcile::GO_LIVE_KEY, "2027-04-01")
         .await
@@ -253,16 +283,30 @@ async fn reassigning_a_to_b_to_a_tells_a_twice(db: TestDb) {
         .await
         .unwrap();
 
-    reassign(&db.store, &ctx, audit.id, "TM2", &qa, local(&ctx, date(2027, 5, 4), 9, 0))
-        .await
-        .unwrap();
+    reassign(
+        &db.store,
+        &ctx,
+        audit.id,
+        "TM2",
+        &qa,
+        local(&ctx, date(2027, 5, 4), 9, 0),
+    )
+    .await
+    .unwrap();
     dispatcher
         .dispatch(&db.store, local(&ctx, date(2027, 5, 5), 8, 0))
         .await
         .unwrap();
-    reassign(&db.store, &ctx, audit.id, "TM1", &qa, local(&ctx, date(2027, 5, 5), 9, 0))
-        .await
-        .unwrap();
+    reassign(
+        &db.store,
+        &ctx,
+        audit.id,
+        "TM1",
+        &qa,
+        local(&ctx, date(2027, 5, 5), 9, 0),
+    )
+    .await
+    .unwrap();
     dispatcher
         .dispatch(&db.store, local(&ctx, date(2027, 5, 6), 8, 0))
         .await
@@ -279,7 +323,11 @@ async fn reassigning_a_to_b_to_a_tells_a_twice(db: TestDb) {
             })
             .count()
     };
-    assert_eq!(told("tm1@example-council.test"), 2, "created for TM1, then back to TM1");
+    assert_eq!(
+        told("tm1@example-council.test"),
+        2,
+        "created for TM1, then back to TM1"
+    );
     assert_eq!(told("tm2@example-council.test"), 1);
 }
 
@@ -287,9 +335,16 @@ async fn work_created_in_the_afternoon_waits_for_the_next_delivery(db: TestDb) {
     let smtp = SmtpServer::start(Options::default()).await;
     let (ctx, dispatcher) = start(smtp.port(), &NotifyConfig::default());
     let begin = local(&ctx, date(2027, 5, 4), 7, 0);
-    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(begin), begin)
-        .await
-        .unwrap();
+    import_staff(
+        &db.store,
+        &ctx,
+        &small_org(),
+        "test",
+        ctx.today(begin),
+        begin,
+    )
+    .await
+    .unwrap();
     db.store
         .set_meta(qaloop::engine::reconcile::GO_LIVE_KEY, "2027-04-01")
         .await
@@ -345,8 +400,9 @@ async fn work_created_in_the_afternoon_waits_for_the_next_delivery(db: TestDb) {
     assert_eq!(before_eight, 0, "the delivery time is 08:00");
     let next: Vec<_> = smtp.received().into_iter().skip(before).collect();
     assert!(
-        next.iter().any(|m| m.rcpt_to == ["sl1@example-council.test"]
-            && kind_of(&m.data) == "new_assignment"),
+        next.iter()
+            .any(|m| m.rcpt_to == ["sl1@example-council.test"]
+                && kind_of(&m.data) == "new_assignment"),
         "the moderation is announced at the next delivery"
     );
 }
@@ -424,8 +480,7 @@ async fn a_rendered_year_prints_no_staff_id_and_no_role_spelling(db: TestDb) {
                     // A staff id (`S0012`), or the `role:name` spelling ("Work owned by a
                     // role: 3 overdue" is words, not an id).
                     l.contains("S0")
-                        || l
-                            .split("role:")
+                        || l.split("role:")
                             .skip(1)
                             .any(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase()))
                 })
@@ -451,6 +506,9 @@ async fn a_rendered_year_prints_no_staff_id_and_no_role_spelling(db: TestDb) {
     assert_eq!(mail.len(), sent.len());
     for m in &mail {
         let subject = header(&m.data, "Subject").unwrap_or_default();
-        assert!(!subject.contains("S0") && !subject.contains("role:"), "{subject}");
+        assert!(
+            !subject.contains("S0") && !subject.contains("role:"),
+            "{subject}"
+        );
     }
 }

@@ -458,3 +458,69 @@ impl crate::engine::Announcer for Router {
         self.route(&notices, org, &ctx.calendar, now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hours(deliver_at: &[&str]) -> WorkingHours {
+        let t = |s: &str| crate::config::parse_hh_mm(s).unwrap();
+        WorkingHours {
+            tz: TimeZone::get("Europe/London").unwrap(),
+            start: t("08:00"),
+            end: t("18:00"),
+            hold: true,
+            deliver_at: deliver_at.iter().map(|s| t(s)).collect(),
+        }
+    }
+
+    fn london(text: &str) -> Timestamp {
+        jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M", text)
+            .unwrap()
+            .to_zoned(TimeZone::get("Europe/London").unwrap())
+            .unwrap()
+            .timestamp()
+    }
+
+    #[test]
+    fn routine_messages_wait_for_the_next_delivery_time() {
+        let calendar = crate::calendar::shipped_for_tests();
+        let one = hours(&["08:00"]);
+        let two = hours(&["08:00", "13:00"]);
+
+        // Decided at 07:30 on Friday 21 May 2027: 08:00 that day.
+        assert_eq!(
+            one.next_delivery(london("2027-05-21 07:30"), &calendar, true),
+            london("2027-05-21 08:00")
+        );
+        // New work at 14:00 waits for the next delivery: Monday 08:00 (24 May).
+        assert_eq!(
+            one.next_delivery(london("2027-05-21 14:00"), &calendar, false),
+            london("2027-05-24 08:00")
+        );
+        // The day's decision made late (10:00) goes out at once, not a day later.
+        assert_eq!(
+            one.next_delivery(london("2027-05-21 10:00"), &calendar, true),
+            london("2027-05-21 10:00")
+        );
+        // With a 13:00 delivery, new work at 10:00 goes at 13:00.
+        assert_eq!(
+            two.next_delivery(london("2027-05-21 10:00"), &calendar, false),
+            london("2027-05-21 13:00")
+        );
+        // Over a bank holiday weekend (31 May 2027): Tuesday 1 June 08:00.
+        assert_eq!(
+            two.next_delivery(london("2027-05-28 19:00"), &calendar, true),
+            london("2027-06-01 08:00")
+        );
+        // Not holding: at once.
+        let free = WorkingHours {
+            hold: false,
+            ..one.clone()
+        };
+        assert_eq!(
+            free.next_delivery(london("2027-05-22 03:00"), &calendar, false),
+            london("2027-05-22 03:00")
+        );
+    }
+}

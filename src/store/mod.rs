@@ -941,15 +941,11 @@ where
 /// - SQLite (no `INSERT` inside `WITH`): the caller's write transaction holds SQLite's only
 ///   write lock and `AUTOINCREMENT` ids only grow, so the rows a chunk inserted are exactly those
 ///   with an id above the largest before it.
-/// How rows are created: (after their period began because qaloop was down; the go-live date
-/// when this is a new database's first pass, before which due rows are `before_go_live`).
-type Creation = (bool, Option<Date>);
-
 trait InsertAssignments {
     async fn insert_assignments(
         &mut self,
         rows: &[NewAssignment],
-        created_late: Creation,
+        how: Creation,
         actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error>;
@@ -989,7 +985,7 @@ impl InsertAssignments for Transaction<'_, sqlx::Sqlite> {
     async fn insert_assignments(
         &mut self,
         rows: &[NewAssignment],
-        created_late: Creation,
+        how: Creation,
         actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
@@ -998,7 +994,7 @@ impl InsertAssignments for Transaction<'_, sqlx::Sqlite> {
         let mut before = first;
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut qb = QueryBuilder::new("");
-            push_insert(&mut qb, chunk, created_late, at);
+            push_insert(&mut qb, chunk, how, at);
             if qb.build().execute(&mut **self).await?.rows_affected() == 0 {
                 continue;
             }
@@ -1024,14 +1020,14 @@ impl InsertAssignments for Transaction<'_, sqlx::Postgres> {
     async fn insert_assignments(
         &mut self,
         rows: &[NewAssignment],
-        created_late: Creation,
+        how: Creation,
         actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
         let mut ids = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut qb = QueryBuilder::new("WITH new AS (");
-            push_insert(&mut qb, chunk, created_late, at);
+            push_insert(&mut qb, chunk, how, at);
             qb.push(" RETURNING id, activity_id, period_start, slot, subject), history AS (");
             push_history_select(&mut qb, chunk, actor, at, "new");
             qb.push(" ORDER BY a.id) SELECT id, activity_id, slot, subject FROM new ORDER BY id");
@@ -1041,6 +1037,10 @@ impl InsertAssignments for Transaction<'_, sqlx::Postgres> {
         Ok(ids)
     }
 }
+
+/// How rows are created: (after their period began because qaloop was down; the go-live date
+/// when this is a new database's first pass, before which due rows are `before_go_live`).
+type Creation = (bool, Option<Date>);
 
 /// `INSERT INTO assignments (…) VALUES (…), … ON CONFLICT (unique key) DO NOTHING` for `chunk`.
 fn push_insert<DB>(
