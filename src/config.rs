@@ -261,6 +261,31 @@ impl Settings {
                 problems.push(at(key, format!("`{time}` is not a time (HH:MM)")));
             }
         }
+        let start = parse_hh_mm(&self.notify.working_hours_start);
+        let end = parse_hh_mm(&self.notify.working_hours_end);
+        if self.notify.deliver_at.is_empty() {
+            problems.push(at(
+                "notify.deliver_at",
+                "give at least one delivery time, e.g. [\"08:00\"]".into(),
+            ));
+        }
+        for time in &self.notify.deliver_at {
+            match (parse_hh_mm(time), start, end) {
+                (None, _, _) => problems.push(at(
+                    "notify.deliver_at",
+                    format!("`{time}` is not a time (HH:MM)"),
+                )),
+                (Some(t), Some(start), Some(end)) if t < start || t >= end => problems.push(at(
+                    "notify.deliver_at",
+                    format!(
+                        "`{time}` is outside working hours ({}–{}): messages would wait \
+                             for the next day",
+                        self.notify.working_hours_start, self.notify.working_hours_end
+                    ),
+                )),
+                _ => {}
+            }
+        }
         if self.web.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(at(
                 "web.listen",
@@ -452,5 +477,19 @@ bank_holidays_file = "bank-holidays.json"
             .to_string();
         assert!(err.contains("organisation.timezone"), "{err}");
         assert!(err.contains("daemon.daily_at"), "{err}");
+    }
+
+    #[test]
+    fn delivery_times_must_be_times_inside_working_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = MINIMAL.to_owned() + "[notify]\ndeliver_at = [\"07:00\", \"noon\"]\n";
+        let err = Settings::load_with_env(&write(dir.path(), &text), [])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notify.deliver_at: `07:00` is outside working hours (08:00–18:00)"),
+            "{err}"
+        );
+        assert!(err.contains("`noon` is not a time"), "{err}");
     }
 }

@@ -353,6 +353,9 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
     .unwrap();
     let config = NotifyConfig {
         base_url: base.clone(),
+        // Deliveries at 09:00 (the morning's pass) and 10:00 (when the page's clock completes
+        // the audit), so the moderator's notice goes out within the one simulated morning.
+        deliver_at: vec!["09:00".into(), "10:00".into()],
         ..NotifyConfig::default()
     };
     let mut ctx = context();

@@ -244,6 +244,7 @@ fn tick_assignments_and_completion_from_the_command_line() {
         "status",
         "overdue",
         "created_late",
+        "before_go_live",
         "completed_at",
         "completed_by",
     ] {
@@ -252,7 +253,11 @@ fn tick_assignments_and_completion_from_the_command_line() {
     assert_eq!(first["period"], "2027-05");
     assert_eq!(first["due"], "2027-05-28");
     assert_eq!(first["overdue"], true);
-    assert_eq!(first["created_late"], true);
+    assert_eq!(
+        first["created_late"], false,
+        "the first pass is go-live: late means late, not first run"
+    );
+    assert_eq!(first["before_go_live"], false, "due 28 May, after go-live");
     let id = first["id"].as_i64().unwrap().to_string();
     let assignee = first["assignee"].as_str().unwrap().to_owned();
 

@@ -216,7 +216,9 @@ async fn two_months_of_daily_messages_one_per_person_per_day(db: TestDb) {
             kinds.len()
         );
         assert!(
-            kinds.iter().all(|k| *k == "digest" || *k == "catch_up"),
+            kinds
+                .iter()
+                .all(|k| *k == "digest" || *k == "catch_up" || *k == "welcome"),
             "only the daily message: {kinds:?}"
         );
     }

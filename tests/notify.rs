@@ -68,6 +68,12 @@ async fn harness(db: TestDb, options: Options, config: NotifyConfig, start: Date
     import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
         .await
         .unwrap();
+    // These cases follow the rules after go-live: qaloop went live when the staff list was
+    // first imported, before the work they follow (go-live itself: tests/messages.rs).
+    db.store
+        .set_meta(qaloop::engine::reconcile::GO_LIVE_KEY, "2027-03-31")
+        .await
+        .unwrap();
     Harness {
         db,
         ctx,
@@ -313,11 +319,27 @@ async fn mail_waits_for_working_hours(db: TestDb) {
         .map(|(_, k, _)| k.as_str())
         .collect();
     assert_eq!(tm1, vec!["new_assignment", "new_assignment", "catch_up"]);
+    // People whose first message this is (no new work of their own in May) are welcomed
+    // instead of summarised, once.
     assert!(
-        mail.iter()
-            .all(|(_, kind, _)| kind == "new_assignment" || kind == "catch_up"),
+        mail.iter().all(|(_, kind, _)| kind == "new_assignment"
+            || kind == "catch_up"
+            || kind == "welcome"),
         "{mail:?}"
     );
+    let welcomed: Vec<&str> = mail
+        .iter()
+        .filter(|(_, kind, _)| kind == "welcome")
+        .map(|(to, _, _)| to.as_str())
+        .collect();
+    assert!(!welcomed.is_empty());
+    for to in &welcomed {
+        assert_eq!(
+            mail.iter().filter(|(t, _, _)| t == to).count(),
+            1,
+            "{to}: the welcome replaces the summary"
+        );
+    }
 }
 
 async fn a_relay_down_for_three_days_delivers_everything_once_in_order(db: TestDb) {
@@ -553,8 +575,11 @@ async fn downtime_produces_one_summary_per_person_not_a_burst(db: TestDb) {
         after.iter().partition(|(_, kind, _)| kind == "slt_digest");
     assert_eq!(digests.len(), 1, "{after:?}");
     assert_eq!(digests[0].0, email("DIR"));
+    // Someone qaloop had never written to (QA) is welcomed instead of summarised.
     assert!(
-        summaries.iter().all(|(_, kind, _)| kind == "catch_up"),
+        summaries
+            .iter()
+            .all(|(to, kind, _)| kind == "catch_up" || (kind == "welcome" && to == &email("QA"))),
         "{after:?}"
     );
     let per_person: HashSet<&str> = summaries.iter().map(|(to, _, _)| to.as_str()).collect();
@@ -621,6 +646,11 @@ async fn webhook_rate_limits_and_errors_are_retried_as_the_peer_asks(db: TestDb)
     )
     .await
     .unwrap();
+    // Live since before May (go-live itself sends no per-item notices: tests/messages.rs).
+    db.store
+        .set_meta(qaloop::engine::reconcile::GO_LIVE_KEY, "2027-03-31")
+        .await
+        .unwrap();
     let saturday = at("2027-04-30T23:30:00Z");
     reconcile(&db.store, &ctx, saturday).await.unwrap();
     let queued = db

@@ -122,8 +122,26 @@ async fn a_daily_message_held_by_an_outage_drops_what_was_done_meanwhile(db: Tes
     );
 }
 
-/// Work created on Tuesday 1 June 2027 at 09:00 London: new-work notices due at once.
+/// Work created on Tuesday 1 June 2027 at 09:00 London: new-work notices due at once (with a
+/// 09:00 delivery time, see [`at_nine`]).
 const MORNING: &str = "2027-06-01T08:00:00Z";
+
+/// Default settings with a delivery at 09:00, so work created at [`MORNING`] is announced at once.
+fn at_nine() -> NotifyConfig {
+    NotifyConfig {
+        deliver_at: vec!["09:00".into()],
+        ..NotifyConfig::default()
+    }
+}
+
+/// qaloop went live before the work these cases follow (go-live itself announces no work item by
+/// item: see tests/messages.rs).
+async fn live_since_april(db: &TestDb) {
+    db.store
+        .set_meta(qaloop::engine::reconcile::GO_LIVE_KEY, "2027-04-01")
+        .await
+        .unwrap();
+}
 
 async fn two_dispatchers_and_a_slow_relay_send_each_message_once(db: TestDb) {
     // Each message takes longer to answer than a lease lasts.
@@ -132,7 +150,7 @@ async fn two_dispatchers_and_a_slow_relay_send_each_message_once(db: TestDb) {
         ..Options::default()
     })
     .await;
-    let config = NotifyConfig::default();
+    let config = at_nine();
     let lease = SignedDuration::from_millis(200);
     let (ctx, first) = start(smtp.port(), &config);
     let first = first.with_lease(lease);
@@ -142,6 +160,7 @@ async fn two_dispatchers_and_a_slow_relay_send_each_message_once(db: TestDb) {
     import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
         .await
         .unwrap();
+    live_since_april(&db).await;
     reconcile(&db.store, &ctx, now).await.unwrap();
     let queued = db
         .store
@@ -192,11 +211,12 @@ async fn two_dispatchers_and_a_slow_relay_send_each_message_once(db: TestDb) {
 
 async fn a_reminder_cancelled_while_it_is_failing_is_never_sent(db: TestDb) {
     let smtp = SmtpServer::start(Options::default()).await;
-    let (ctx, dispatcher) = start(smtp.port(), &NotifyConfig::default());
+    let (ctx, dispatcher) = start(smtp.port(), &at_nine());
     let now = at(MORNING);
     import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
         .await
         .unwrap();
+    live_since_april(&db).await;
     reconcile(&db.store, &ctx, now).await.unwrap();
     let tm1 = |rows: &[qaloop::store::OutboxRow]| -> Vec<i64> {
         rows.iter()
@@ -297,6 +317,7 @@ async fn a_relay_down_over_a_weekend_loses_nothing_with_default_settings(db: Tes
     )
     .await
     .unwrap();
+    live_since_april(&db).await;
     // The relay goes down at 16:00 on Friday; the work (and its notices) appear then.
     smtp.stop().await;
     reconcile(&db.store, &ctx, local(friday, 16)).await.unwrap();

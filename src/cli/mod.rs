@@ -853,7 +853,15 @@ async fn assignments(config: Option<&std::path::Path>, command: AssignmentsComma
                 &rows,
                 format,
                 &[
-                    "id", "activity", "period", "assignee", "subject", "due", "status", "overdue",
+                    "id",
+                    "activity",
+                    "period",
+                    "assignee",
+                    "subject",
+                    "due",
+                    "status",
+                    "overdue",
+                    "before_go_live",
                 ],
             )?;
             Ok(())

@@ -39,8 +39,10 @@ pub struct AssignmentView {
     pub status: String,
     /// Open and past its due date at the judged moment.
     pub overdue: bool,
-    /// Created after its period began.
+    /// Created after its period began because qaloop was down.
     pub created_late: bool,
+    /// Already past its due date when qaloop went live: listed, never chased.
+    pub before_go_live: bool,
     /// RFC 3339 instant, or null.
     pub completed_at: Option<String>,
     /// Staff id, or null.
@@ -62,6 +64,7 @@ impl AssignmentView {
             status: a.status.as_str().to_owned(),
             overdue: a.is_overdue(today),
             created_late: a.created_late,
+            before_go_live: a.before_go_live,
             completed_at: a.completed_at.map(|t| t.to_string()),
             completed_by: a.completed_by.clone(),
         }

@@ -69,8 +69,12 @@ pub struct Assignment {
     pub status: Status,
     /// When it was created.
     pub created_at: Timestamp,
-    /// Created after its period began (the daemon was down, or this is a first run).
+    /// Created after its period began because qaloop was down (never set at go-live).
     pub created_late: bool,
+    /// Already past its due date when qaloop went live: created by a new database's first pass
+    /// for a period that started before it. Listed, and shown once in the welcome message, but
+    /// never chased or escalated.
+    pub before_go_live: bool,
     /// When it was completed.
     pub completed_at: Option<Timestamp>,
     /// Who completed it.
@@ -134,6 +138,7 @@ impl NewAssignment {
             status: Status::Open,
             created_at: Timestamp::UNIX_EPOCH,
             created_late: false,
+            before_go_live: false,
             completed_at: None,
             completed_by: None,
             note: None,

@@ -256,6 +256,7 @@ mod tests {
             status,
             created_at: jiff::Timestamp::UNIX_EPOCH,
             created_late: false,
+            before_go_live: false,
             completed_at: None,
             completed_by: None,
             note: None,

@@ -15,6 +15,9 @@ use crate::store::{Store, StoreError};
 
 /// The `meta` key holding the first day this database creates work from.
 pub const ORIGIN_KEY: &str = "schedule_origin";
+/// The `meta` key holding the day qaloop went live on this database (its first pass). Work
+/// created that day is not "late", and what was already due before it is `before_go_live`.
+pub const GO_LIVE_KEY: &str = "go_live_date";
 
 /// What a reconcile pass did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -27,6 +30,21 @@ pub struct ReconcileReport {
     pub periods: Vec<(String, String, usize)>,
 }
 
+/// Whether `today` is the day qaloop went live on this database: recorded by the first pass
+/// (a database that already has an origin predates the record and is not going live).
+async fn go_live_today(store: &Store, today: jiff::civil::Date) -> Result<bool, StoreError> {
+    let recorded = match store.meta(GO_LIVE_KEY).await? {
+        Some(day) => day,
+        None if store.meta(ORIGIN_KEY).await?.is_none() => {
+            store
+                .meta_or_insert(GO_LIVE_KEY, &today.to_string())
+                .await?
+        }
+        None => return Ok(false),
+    };
+    Ok(recorded == today.to_string())
+}
+
 /// One pass at `now`. On a new database the origin is fixed at the first pass (or the
 /// configured start date): no history before it is invented.
 pub async fn reconcile(
@@ -35,6 +53,7 @@ pub async fn reconcile(
     now: Timestamp,
 ) -> Result<ReconcileReport, StoreError> {
     let today = ctx.today(now);
+    let go_live = go_live_today(store, today).await?;
     let origin_default = ctx.start_date.unwrap_or(today);
     let origin = store
         .meta_or_insert(ORIGIN_KEY, &origin_default.to_string())
@@ -68,12 +87,23 @@ pub async fn reconcile(
     for (index, period) in pending {
         let activity = &ctx.schedule.activities[index];
         let rows = plan_period(ctx, activity, &period, &org);
-        let late = today > period.start;
+        // At go-live nothing is late and nobody is told of each piece of work: their first
+        // daily message is a welcome listing it all.
+        let late = !go_live && today > period.start;
         let notices = |created: &[(i64, &crate::domain::NewAssignment)]| {
-            ctx.new_work_notices(&org, created, late, now)
+            ctx.new_work_notices(&org, created, late || go_live, now)
         };
+        let go_live_date = go_live.then_some(today);
         let ids = store
-            .materialise(&activity.id, period.start, &rows, late, &notices, now)
+            .materialise(
+                &activity.id,
+                period.start,
+                &rows,
+                late,
+                go_live_date,
+                &notices,
+                now,
+            )
             .await?;
         if !ids.is_empty() {
             tracing::info!(activity = %activity.id, period = %period.label(), created = ids.len(), late, "assigned");

@@ -1,6 +1,7 @@
-//! The data a notification template sees. Deliberately minimal: ids, activity titles, periods,
-//! dates and links — never case details or children's names, and no staff names either (the
-//! recipient knows who they are; the staff id is enough to tell people apart in a digest).
+//! The data a notification template sees. Deliberately minimal: activity titles, periods, dates,
+//! links, and staff names and role titles so people can act on it — never case details or
+//! children's names. Staff ids and `role:` spellings stay in the data (for links, JSON and
+//! logs) but the shipped templates print only the `*_name` and `*_long` fields.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,12 @@ pub struct TemplateContext {
     pub recipient_name: Option<String>,
     /// Escalations: whose overdue work it is (staff id).
     pub about: Option<String>,
+    /// Escalations: their name (or the role's title), for people to read.
+    #[serde(default)]
+    pub about_name: Option<String>,
+    /// Replies to this message reach the QA team (the email channel has a `reply_to`).
+    #[serde(default)]
+    pub replies_to_qa: bool,
     /// Escalations: 1 for the line manager, 2 for the next manager up.
     pub level: Option<u8>,
     /// The senior-leadership digest: overdue work grouped by service, then team.
@@ -75,6 +82,9 @@ pub struct ConcernAlert {
     pub health: bool,
     /// The auditor's staff id.
     pub raised_by: String,
+    /// The auditor's name.
+    #[serde(default)]
+    pub raised_by_name: String,
     /// When it was recorded, for people: `Friday 11 June 2027 at 17:55`.
     pub raised_at_long: String,
     /// 0 for the first alert, n for the n-th reminder.
@@ -118,8 +128,11 @@ pub struct Item {
     pub activity: String,
     /// Activity title (`Case file audit`).
     pub title: String,
-    /// Period label (`2027-05`, `2027-28 Q3`).
+    /// Period label (`2027-05`, `2027-28 Q3`): links and JSON.
     pub period: String,
+    /// The period in words (`June 2027`, `Quarter 3 2027/28`): what messages print.
+    #[serde(default)]
+    pub period_long: String,
     /// Due date, `YYYY-MM-DD`.
     pub due: String,
     /// Due date for people: `Friday 28 May 2027`.
@@ -144,6 +157,9 @@ pub struct Item {
     /// For escalated items: their holder's line manager's name (who has been told first).
     #[serde(default)]
     pub manager_name: Option<String>,
+    /// Already past its due date when qaloop went live: shown in the welcome, never chased.
+    #[serde(default)]
+    pub before_go_live: bool,
     /// Link to the assignment: `{base_url}/assignments/{id}`.
     pub link: String,
 }
@@ -155,6 +171,9 @@ pub struct Moderated {
     pub title: String,
     /// Its period label.
     pub period: String,
+    /// The period in words.
+    #[serde(default)]
+    pub period_long: String,
     /// Who moderated it.
     pub moderator_name: String,
     /// Grades the moderator agreed with.
@@ -196,6 +215,9 @@ pub struct Failure {
     pub channel: String,
     /// The intended recipient's staff id.
     pub recipient: String,
+    /// Their name (or the role's title, or the channel), for people to read.
+    #[serde(default)]
+    pub recipient_name: String,
     /// Attempts made.
     pub attempts: u32,
     /// The last error (no personal data).

@@ -92,6 +92,7 @@ pub async fn decide(
         notices.extend(digest_notices.iter().cloned());
     }
     add_moderation_outcomes(store, ctx, router, &org, &mut notices, new_since, today).await?;
+    super::welcome::add_welcomes(store, ctx, router, &org, &open, &mut notices, today).await?;
     let rows = router.route(&notices, &org, &ctx.calendar, now);
     let queued = store.enqueue(&rows, now).await?;
     if let Some((_, total)) = digest {
@@ -243,6 +244,11 @@ async fn add_moderation_outcomes(
                 .map(|a| a.title.clone())
                 .unwrap_or_else(|| audit.activity_id.clone()),
             period: audit.period_label.clone(),
+            period_long: crate::schedule::period::describe(
+                audit.period_start,
+                audit.period_end,
+                ctx.fy,
+            ),
             moderator_name: org
                 .get(moderator)
                 .map(|p| p.record.name.clone())

@@ -687,6 +687,11 @@ impl Dispatcher {
             kind: row.kind.clone(),
             channel: row.channel.clone(),
             recipient: row.recipient.clone(),
+            // The name the undelivered message was addressed to (set when it was routed).
+            recipient_name: serde_json::from_str::<TemplateContext>(&row.context)
+                .ok()
+                .and_then(|c| c.recipient_name)
+                .unwrap_or_else(|| "a shared channel or a former member of staff".to_owned()),
             attempts: u32::try_from(row.attempts + 1).unwrap_or(u32::MAX),
             error: error.to_owned(),
         });

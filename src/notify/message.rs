@@ -34,6 +34,9 @@ pub enum Kind {
     /// An audit recorded an urgent (or health) concern: sent at once, never held or bundled,
     /// repeated until someone acknowledges it.
     UrgentConcern,
+    /// A person's first message ever: what qaloop is, what they will receive, their current
+    /// work. Replaces that day's daily message or catch-up summary; sent once per person.
+    Welcome,
 }
 
 impl Kind {
@@ -51,11 +54,12 @@ impl Kind {
             Kind::Test => "test",
             Kind::AdminAlert => "admin_alert",
             Kind::UrgentConcern => "urgent_concern",
+            Kind::Welcome => "welcome",
         }
     }
 
     /// Every kind, for template checks.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::NewAssignment,
         Kind::Reminder,
         Kind::DueToday,
@@ -67,6 +71,7 @@ impl Kind {
         Kind::Test,
         Kind::AdminAlert,
         Kind::UrgentConcern,
+        Kind::Welcome,
     ];
 
     /// Parses the snake_case name.

@@ -25,6 +25,7 @@ pub mod settings;
 pub mod templates;
 pub mod tracker;
 pub mod urgent;
+pub mod welcome;
 
 pub use message::{CalendarEvent, Channel, DeliverFuture, DeliveryError, Kind, Message, Recipient};
 pub use settings::{ChannelSettings, Secret};

@@ -29,25 +29,20 @@ fn title(ctx: &Context, activity_id: &str) -> String {
         .unwrap_or_else(|| activity_id.to_owned())
 }
 
-/// A person's name from the staff file, or their staff id if they are not on it.
+/// A person's name from the staff file (current or past). Someone qaloop never knew reads as
+/// words, never as a staff id: messages carry no ids.
 pub(super) fn name_of(org: &Org, staff_id: &str) -> String {
     org.get(staff_id)
         .map(|p| p.record.name.clone())
-        .unwrap_or_else(|| staff_id.to_owned())
+        .unwrap_or_else(|| "someone no longer on the staff list".to_owned())
 }
 
-/// Who holds work, for people to read: a name, or the role in words ("Performance unit").
-pub(super) fn holder_name(org: &Org, assignee: &Assignee) -> String {
+/// Who holds work, for people to read: a name, or the role's title from the schedule
+/// ("Performance Unit").
+pub fn holder_name(ctx: &Context, org: &Org, assignee: &Assignee) -> String {
     match assignee {
         Assignee::Person(id) => name_of(org, id),
-        Assignee::Role(role) => {
-            let words = role.replace('_', " ");
-            let mut chars = words.chars();
-            chars
-                .next()
-                .map(|c| c.to_uppercase().chain(chars).collect())
-                .unwrap_or_default()
-        }
+        Assignee::Role(role) => ctx.schedule.role_title(role),
     }
 }
 
@@ -55,7 +50,9 @@ pub(super) fn holder_name(org: &Org, assignee: &Assignee) -> String {
 pub fn item(ctx: &Context, router: &Router, org: &Org, a: &Assignment, today: Date) -> Item {
     let (until, overdue) = timing(ctx, a.due, today);
     Item {
-        assignee_name: holder_name(org, &a.assignee),
+        assignee_name: holder_name(ctx, org, &a.assignee),
+        period_long: crate::schedule::period::describe(a.period_start, a.period_end, ctx.fy),
+        before_go_live: a.before_go_live,
         subject_name: a.subject.as_deref().map(|s| name_of(org, s)),
         new: false,
         manager_name: None,
@@ -281,6 +278,7 @@ pub fn daily_notices(
                 let mut context = router.context(Kind::Escalation, &manager, today);
                 context.items = vec![escalated.clone()];
                 context.about = Some(escalated.assignee.clone());
+                context.about_name = Some(escalated.assignee_name.clone());
                 context.level = Some(level);
                 notices.push(Notice {
                     kind: Kind::Escalation,
@@ -378,15 +376,24 @@ pub fn slt_digest(
     });
     let period = candidates.into_iter().next()?;
     let send_on = slt_digest_day(ctx, &period)?;
-    let mut overdue: Vec<&Assignment> = open.iter().filter(|a| a.is_overdue(today)).collect();
+    let mut overdue: Vec<&Assignment> = open
+        .iter()
+        .filter(|a| a.is_overdue(today) && !a.before_go_live)
+        .collect();
     overdue.sort_by_key(|a| (a.due, a.id));
     let mut services: BTreeMap<String, BTreeMap<String, Vec<Item>>> = BTreeMap::new();
     for a in &overdue {
         let person = a.assignee.staff_id().and_then(|id| org.get(id));
         let (service, team) = match (person, &a.assignee) {
             (Some(p), _) => (p.record.service.clone(), p.record.team.clone()),
-            (None, Assignee::Role(role)) => ("Work owned by a role".to_owned(), role.clone()),
-            (None, Assignee::Person(id)) => ("Former staff".to_owned(), id.clone()),
+            (None, Assignee::Role(role)) => (
+                "Work owned by a role".to_owned(),
+                ctx.schedule.role_title(role),
+            ),
+            (None, Assignee::Person(_)) => (
+                "Former staff".to_owned(),
+                holder_name(ctx, org, &a.assignee),
+            ),
         };
         services
             .entry(service)
@@ -533,6 +540,7 @@ mod tests {
             status: crate::domain::Status::Open,
             created_at: jiff::Timestamp::UNIX_EPOCH,
             created_late: false,
+            before_go_live: false,
             completed_at: None,
             completed_by: None,
             note: None,

@@ -49,6 +49,8 @@ pub struct ChannelInfo {
     pub name: String,
     /// Email and file channels reach one person; webhooks post to a shared space.
     pub personal: bool,
+    /// An email channel with a `reply_to` (the QA team's mailbox): messages say replies go there.
+    pub reply_to: bool,
 }
 
 /// When messages may go out: working hours on working days, in the organisation's zone.
@@ -63,6 +65,8 @@ pub struct WorkingHours {
     pub end: Time,
     /// `false` sends at any hour (the example configuration).
     pub hold: bool,
+    /// Delivery times (`notify.deliver_at`), local, sorted; routine messages wait for the next.
+    pub deliver_at: Vec<Time>,
 }
 
 impl WorkingHours {
@@ -75,6 +79,35 @@ impl WorkingHours {
         calendar.is_working_day(local.date())
             && local.time() >= self.start
             && local.time() < self.end
+    }
+
+    /// When a routine message decided at `now` is delivered: the next delivery time
+    /// (`notify.deliver_at`) on a working day. `same_day` (the day's daily decision): when the
+    /// day's delivery times have all passed, at once if still inside working hours, so a late
+    /// decision does not lose a day. Without holding, at once.
+    pub fn next_delivery(&self, now: Timestamp, calendar: &Calendar, same_day: bool) -> Timestamp {
+        if !self.hold {
+            return now;
+        }
+        let local = now.to_zoned(self.tz.clone());
+        let at = |day: Date, time: Time| {
+            day.to_datetime(time)
+                .to_zoned(self.tz.clone())
+                .map(|z| z.timestamp())
+                .unwrap_or(now)
+        };
+        let today = local.date();
+        if calendar.is_working_day(today) {
+            if let Some(&slot) = self.deliver_at.iter().find(|&&t| t >= local.time()) {
+                return at(today, slot).max(self.next(now, calendar));
+            }
+            if same_day && self.contains(now, calendar) {
+                return now;
+            }
+        }
+        let day = calendar.nth_working_day_after(today, 1);
+        let first = self.deliver_at.first().copied().unwrap_or(self.start);
+        at(day, first).max(self.next(at(day, Time::midnight()), calendar))
     }
 
     /// The first moment at or after `now` when a message may go out.
@@ -133,12 +166,26 @@ impl Router {
                 start: parse(&config.working_hours_start),
                 end: parse(&config.working_hours_end),
                 hold: config.hold_outside_working_hours,
+                deliver_at: {
+                    let mut times: Vec<Time> = config
+                        .deliver_at
+                        .iter()
+                        .filter_map(|t| crate::config::parse_hh_mm(t))
+                        .collect();
+                    times.sort();
+                    times
+                },
             },
             channels: channels
                 .iter()
                 .map(|c| ChannelInfo {
                     name: c.name().to_owned(),
                     personal: matches!(c, ChannelSettings::Email(_) | ChannelSettings::File(_)),
+                    reply_to: match c {
+                        ChannelSettings::Email(e) => e.reply_to.is_some(),
+                        ChannelSettings::File(f) => f.reply_to.is_some(),
+                        _ => false,
+                    },
                 })
                 .collect(),
             routes: config.routes.clone(),
@@ -341,12 +388,19 @@ impl Router {
         calendar: &Calendar,
         now: Timestamp,
     ) -> Vec<NewOutbox> {
-        let held_until = self.next_working_moment(now, calendar);
+        // Routine messages wait for the next delivery time; new work announced during the day
+        // waits for the next delivery, the day's decision goes out the same day.
+        let delivery = self.hours.next_delivery(now, calendar, true);
+        let next_delivery = self.hours.next_delivery(now, calendar, false);
         let today = now.to_zoned(self.hours.tz.clone()).date();
         let mut seen = HashSet::new();
         let mut rows = Vec::new();
         for notice in notices {
-            let not_before = if notice.immediate { now } else { held_until };
+            let not_before = match notice.kind {
+                _ if notice.immediate => now,
+                Kind::NewAssignment => next_delivery,
+                _ => delivery,
+            };
             for channel in self.channels_for(notice.kind, &notice.recipient, org) {
                 let recipient = match (&notice.post_as, channel.personal) {
                     (Some(role), false) => role.clone(),
@@ -364,6 +418,10 @@ impl Router {
                 }
                 let mut context = notice.context.clone();
                 context.recipient = recipient.clone();
+                context.replies_to_qa = channel.reply_to;
+                if context.recipient_name.is_none() && channel.personal {
+                    context.recipient_name = org.get(&recipient).map(|p| p.record.name.clone());
+                }
                 self.sign_links(&mut context, today, channel.personal);
                 rows.push(NewOutbox {
                     key,
@@ -409,7 +467,78 @@ impl crate::engine::Announcer for Router {
         moved: &crate::domain::Assignment,
         now: Timestamp,
     ) -> Vec<NewOutbox> {
-        let notices = super::planner::assigned_notices(ctx, self, org, moved, ctx.today(now));
+        let mut notices = super::planner::assigned_notices(ctx, self, org, moved, ctx.today(now));
+        // The move's own instant (its history row's `at`) makes each move a new key, so work
+        // that goes A → B → A tells A again; deciding the same move twice still queues it once.
+        for notice in &mut notices {
+            notice.reference = format!("{}:m{}", notice.reference, now.as_microsecond());
+        }
         self.route(&notices, org, &ctx.calendar, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hours(deliver_at: &[&str]) -> WorkingHours {
+        let t = |s: &str| crate::config::parse_hh_mm(s).unwrap();
+        WorkingHours {
+            tz: TimeZone::get("Europe/London").unwrap(),
+            start: t("08:00"),
+            end: t("18:00"),
+            hold: true,
+            deliver_at: deliver_at.iter().map(|s| t(s)).collect(),
+        }
+    }
+
+    fn london(text: &str) -> Timestamp {
+        jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M", text)
+            .unwrap()
+            .to_zoned(TimeZone::get("Europe/London").unwrap())
+            .unwrap()
+            .timestamp()
+    }
+
+    #[test]
+    fn routine_messages_wait_for_the_next_delivery_time() {
+        let calendar = crate::calendar::shipped_for_tests();
+        let one = hours(&["08:00"]);
+        let two = hours(&["08:00", "13:00"]);
+
+        // Decided at 07:30 on Friday 21 May 2027: 08:00 that day.
+        assert_eq!(
+            one.next_delivery(london("2027-05-21 07:30"), &calendar, true),
+            london("2027-05-21 08:00")
+        );
+        // New work at 14:00 waits for the next delivery: Monday 08:00 (24 May).
+        assert_eq!(
+            one.next_delivery(london("2027-05-21 14:00"), &calendar, false),
+            london("2027-05-24 08:00")
+        );
+        // The day's decision made late (10:00) goes out at once, not a day later.
+        assert_eq!(
+            one.next_delivery(london("2027-05-21 10:00"), &calendar, true),
+            london("2027-05-21 10:00")
+        );
+        // With a 13:00 delivery, new work at 10:00 goes at 13:00.
+        assert_eq!(
+            two.next_delivery(london("2027-05-21 10:00"), &calendar, false),
+            london("2027-05-21 13:00")
+        );
+        // Over a bank holiday weekend (31 May 2027): Tuesday 1 June 08:00.
+        assert_eq!(
+            two.next_delivery(london("2027-05-28 19:00"), &calendar, true),
+            london("2027-06-01 08:00")
+        );
+        // Not holding: at once.
+        let free = WorkingHours {
+            hold: false,
+            ..one.clone()
+        };
+        assert_eq!(
+            free.next_delivery(london("2027-05-22 03:00"), &calendar, false),
+            london("2027-05-22 03:00")
+        );
     }
 }

@@ -109,6 +109,11 @@ pub struct NotifyConfig {
     pub working_hours_start: String,
     /// Working hours end (local `HH:MM`).
     pub working_hours_end: String,
+    /// When routine messages are delivered (local `HH:MM`, inside working hours; default
+    /// `["08:00"]`): each waits for the next of these times on a working day. The day's daily
+    /// message is sent at once if it was decided after the day's last delivery time; new work
+    /// announced during the day waits for the next delivery. Urgent messages never wait.
+    pub deliver_at: Vec<String>,
     /// Hold messages outside working hours and days (the default); the example configuration
     /// turns this off so a first run shows mail at once.
     pub hold_outside_working_hours: bool,
@@ -141,6 +146,7 @@ impl Default for NotifyConfig {
             templates_dir: None,
             working_hours_start: "08:00".into(),
             working_hours_end: "18:00".into(),
+            deliver_at: vec!["08:00".into()],
             hold_outside_working_hours: true,
             max_attempts: 0,
             give_up_after_working_days: 3,

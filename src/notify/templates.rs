@@ -6,7 +6,7 @@
 //! `{kind}.html.j2` (HTML; values are escaped automatically). The defaults ship in
 //! `config/templates/` and are compiled into the binary, so qaloop works without that folder. A
 //! folder of overrides replaces the default of the same file name and nothing else; a file there
-//! that is not one of the thirty names is reported, since a misspelt override would otherwise be
+//! that is not one of the thirty-six names is reported, since a misspelt override would otherwise be
 //! ignored in silence.
 //!
 //! [`Templates::load`] reports every syntax error with its file and line; [`Templates::check`]
@@ -20,13 +20,16 @@
 //!
 //! | Variable | Meaning |
 //! |---|---|
-//! | `kind` | the kind's name: `new_assignment`, `reminder`, `due_today`, `chase`, `escalation`, `digest`, `slt_digest`, `catch_up`, `test`, `admin_alert` |
+//! | `kind` | the kind's name: `new_assignment`, `reminder`, `due_today`, `chase`, `escalation`, `digest`, `slt_digest`, `catch_up`, `test`, `admin_alert`, `urgent_concern`, `welcome` |
 //! | `organisation` | the organisation's name from `qaloop.toml` |
 //! | `base_url` | qaloop's web address, without a trailing slash |
-//! | `recipient` | the recipient's staff id (or the channel name for a channel post) |
+//! | `recipient` | the recipient's staff id (or the channel name for a channel post): for links, not for printing |
+//! | `recipient_name` | the recipient's name from the staff file (`none` for a shared channel post) |
+//! | `replies_to_qa` | `true` when replies reach the QA team (the email channel has a `reply_to`) |
 //! | `today` | the date the notification was decided on, `YYYY-MM-DD` |
 //! | `items` | the work it is about: one item for single notices, several for digests |
-//! | `about` | escalations: the staff id whose work is overdue |
+//! | `about` | escalations: the staff id whose work is overdue (not for printing) |
+//! | `about_name` | escalations: their name (or the role's title) |
 //! | `level` | escalations: `1` for the line manager, `2` for the next manager up |
 //! | `groups` | senior-leadership digest: overdue work by service, each with `service`, `count` and `teams`; each team has `team` and `items`, oldest first |
 //! | `total` | senior-leadership digest: overdue items now |
@@ -34,10 +37,14 @@
 //! | `failure` | admin alerts: `outbox_id`, `kind`, `channel`, `recipient` (staff id), `attempts`, `error` |
 //!
 //! Each item has `id`, `activity` (its id, `file-audit`), `title` (`Case file audit`), `period`
-//! (`2027-05`), `due` (`2027-05-28`), `due_long` (`Friday 28 May 2027`), `days_until_due`
+//! (the label, `2027-05`), `period_long` (`May 2027`, `April–May 2027`, `Quarter 3 2027/28`,
+//! `2027/28`), `due` (`2027-05-28`), `due_long` (`Friday 28 May 2027`), `days_until_due`
 //! (working days, `0` on the day, `none` once overdue), `days_overdue` (working days, `none` while
-//! not overdue), `assignee` (a staff id or `role:NAME`), `subject` (whose work a moderation is
-//! about, or `none`) and `link`.
+//! not overdue), `assignee` (a staff id or `role:NAME`) and `assignee_name` (their name, or the
+//! role's title from the schedule's `[roles]`), `subject` and `subject_name` (whose work a
+//! moderation is about, or `none`), `manager_name` (escalated items: the holder's manager),
+//! `before_go_live` (already late when qaloop went live: never chased), `new` and `link`. The
+//! shipped templates print names and `period_long`, never a staff id or a `role:` spelling.
 //!
 //! Besides minijinja's built-in filters there is `plural`: `{{ n|plural("working day") }}` gives
 //! `1 working day` or `3 working days`; a second argument gives an irregular plural. Block tags on
@@ -78,7 +85,7 @@ macro_rules! built_in {
 }
 
 /// The shipped templates, compiled in so a missing `config/templates/` folder still works.
-const BUILT_IN: [(&str, &str); 33] = built_in!(
+const BUILT_IN: [(&str, &str); 36] = built_in!(
     "new_assignment",
     "reminder",
     "due_today",
@@ -90,6 +97,7 @@ const BUILT_IN: [(&str, &str); 33] = built_in!(
     "test",
     "admin_alert",
     "urgent_concern",
+    "welcome",
 );
 
 /// The three templates of a kind.
@@ -341,7 +349,8 @@ fn read_overrides(
                 "",
                 "not a template qaloop uses, so it would be ignored; name it KIND.subject.j2, \
                  KIND.txt.j2 or KIND.html.j2, where KIND is one of new_assignment, reminder, \
-                 due_today, chase, escalation, digest, slt_digest, catch_up, test, admin_alert",
+                 due_today, chase, escalation, digest, slt_digest, catch_up, test, admin_alert, \
+                 urgent_concern, welcome",
             ));
         }
     }
@@ -404,8 +413,9 @@ fn tidy_text(raw: &str) -> String {
     out
 }
 
-/// A realistic but fictional context of `kind`, for [`Templates::check`] and previews: staff ids,
-/// activity titles from the default schedule, May 2027 dates. No names, no email addresses.
+/// A realistic but fictional context of `kind`, for [`Templates::check`] and previews: fictional
+/// staff ids and names, activity titles from the default schedule, May 2027 dates. No email
+/// addresses.
 pub fn sample_context(kind: Kind) -> TemplateContext {
     const BASE_URL: &str = "https://qaloop.council.example";
     let item = |id: i64, activity: &str, title: &str, period: &str, due: (&str, &str)| Item {
@@ -413,6 +423,13 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
         activity: activity.to_owned(),
         title: title.to_owned(),
         period: period.to_owned(),
+        period_long: match period {
+            "2027-04" => "April 2027",
+            "2027-05" => "May 2027",
+            _ => period,
+        }
+        .to_owned(),
+        assignee_name: "Sam Jones".to_owned(),
         due: due.0.to_owned(),
         due_long: due.1.to_owned(),
         assignee: "S0012".to_owned(),
@@ -432,6 +449,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
     let due_today = Item {
         days_until_due: Some(0),
         subject: Some("S0031".to_owned()),
+        subject_name: Some("Alex Brown".to_owned()),
         ..item(
             102,
             "audit-moderation",
@@ -453,6 +471,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
     let escalated = Item {
         days_overdue: Some(5),
         subject: Some("S0031".to_owned()),
+        subject_name: Some("Alex Brown".to_owned()),
         ..item(
             97,
             "audit-moderation",
@@ -461,8 +480,9 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
             ("2027-05-17", "Monday 17 May 2027"),
         )
     };
-    let held_by = |assignee: &str, item: &Item| Item {
+    let held_by = |assignee: &str, name: &str, item: &Item| Item {
         assignee: assignee.to_owned(),
+        assignee_name: name.to_owned(),
         ..item.clone()
     };
 
@@ -479,9 +499,21 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
         Kind::Chase => ctx.items = vec![overdue],
         Kind::Escalation => {
             ctx.recipient = "S0007".to_owned();
+            ctx.recipient_name = Some("Priya Shah".to_owned());
             ctx.about = Some("S0012".to_owned());
+            ctx.about_name = Some("Sam Jones".to_owned());
             ctx.level = Some(1);
             ctx.items = vec![escalated];
+        }
+        Kind::Welcome => {
+            ctx.recipient_name = Some("Sam Jones".to_owned());
+            ctx.items = vec![
+                Item {
+                    before_go_live: true,
+                    ..overdue
+                },
+                due_soon,
+            ];
         }
         Kind::Digest => {
             ctx.recipient_name = Some("Priya Shah".to_owned());
@@ -496,6 +528,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
             ctx.moderated = vec![super::context::Moderated {
                 title: "Case file audit".to_owned(),
                 period: "2027-04".to_owned(),
+                period_long: "April 2027".to_owned(),
                 moderator_name: "Uma Barker".to_owned(),
                 agreed: 6,
                 total: 7,
@@ -513,6 +546,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
             let data_pack = Item {
                 days_overdue: Some(10),
                 assignee: "role:performance_unit".to_owned(),
+                assignee_name: "Performance Unit".to_owned(),
                 ..item(
                     98,
                     "performance-data",
@@ -529,11 +563,11 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
                     teams: vec![
                         TeamGroup {
                             team: "South Child Protection 1".to_owned(),
-                            items: vec![held_by("S0012", &overdue)],
+                            items: vec![held_by("S0012", "Sam Jones", &overdue)],
                         },
                         TeamGroup {
                             team: "South Child Protection 3".to_owned(),
-                            items: vec![held_by("S0020", &escalated)],
+                            items: vec![held_by("S0020", "Kim Patel", &escalated)],
                         },
                     ],
                 },
@@ -562,6 +596,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
                             super::tracker::ActionLine {
                                 id: 12,
                                 owner: "S0031".to_owned(),
+                                owner_name: "Alex Brown".to_owned(),
                                 status: "overdue".to_owned(),
                                 due: "2027-05-10".to_owned(),
                                 days: 9,
@@ -571,6 +606,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
                             super::tracker::ActionLine {
                                 id: 15,
                                 owner: "S0012".to_owned(),
+                                owner_name: "Sam Jones".to_owned(),
                                 status: "unverified".to_owned(),
                                 due: "2027-05-31".to_owned(),
                                 days: 6,
@@ -583,6 +619,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
                 inadequate_without_plan: vec![super::tracker::AuditLine {
                     assignment_id: 88,
                     auditor: "S0012".to_owned(),
+                    auditor_name: "Sam Jones".to_owned(),
                     actions: 2,
                     verified: 1,
                     link: format!("{BASE_URL}/assignments/88"),
@@ -598,6 +635,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
                 case_reference: "CR-123456".to_owned(),
                 health: true,
                 raised_by: "S0012".to_owned(),
+                raised_by_name: "Sam Jones".to_owned(),
                 raised_at_long: "Friday 11 June 2027 at 17:55".to_owned(),
                 round: 2,
                 escalation: false,
@@ -611,6 +649,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
                 kind: "chase".to_owned(),
                 channel: "council-smtp".to_owned(),
                 recipient: "S0012".to_owned(),
+                recipient_name: "Sam Jones".to_owned(),
                 attempts: 8,
                 error: "temporary failure: connection refused by smtp.council.example:587"
                     .to_owned(),
@@ -689,7 +728,7 @@ mod tests {
 
         assert_eq!(
             reminder.subject,
-            "Reminder: Case file audit (2027-05) due Friday 28 May 2027"
+            "Reminder: Case file audit, May 2027, due Friday 28 May 2027"
         );
         assert!(reminder.text.ends_with(&format!(
             "Open it in qaloop: https://qaloop.council.example/assignments/101\n\n{FOOTER}\n"
@@ -697,7 +736,7 @@ mod tests {
         assert!(reminder.text.contains("in 4 working days"));
         assert_eq!(
             chase.subject,
-            "Overdue: Direct observation of practice (2027-04) was due Friday 30 April 2027, \
+            "Overdue: Direct observation of practice, April 2027, was due Friday 30 April 2027, \
              15 working days ago"
         );
     }
@@ -711,9 +750,31 @@ mod tests {
         ctx.level = Some(2);
         let second = templates.render(Kind::Escalation, &ctx).unwrap();
 
-        assert_eq!(first.subject, "Escalation: overdue work for S0012");
+        assert_eq!(
+            first.subject,
+            "Escalation: Sam Jones's moderation of a case file audit for April 2027 is \
+             5 working days late"
+        );
+        assert!(first.text.starts_with("Dear Priya Shah,"), "{}", first.text);
+        assert!(first.text.contains("it is about the work of Alex Brown"));
+        assert!(
+            !first.text.contains("has been told"),
+            "level 1 is the first told"
+        );
         assert!(first.text.contains("as their line manager"));
         assert!(second.text.contains("as the next manager up"));
+        ctx.items[0].manager_name = Some("Priya Shah".to_owned());
+        ctx.recipient_name = Some("Uma Barker".to_owned());
+        let named = templates.render(Kind::Escalation, &ctx).unwrap();
+        assert!(
+            named.text.contains(
+                "Sam Jones's moderation of a case file audit for April 2027 is 5 working days late \
+             (it was due Monday 17 May 2027); it is about the work of Alex Brown. Their manager \
+             Priya Shah has been told."
+            ),
+            "{}",
+            named.text
+        );
         assert!(second.html.contains("as the next manager up"));
     }
 
@@ -730,7 +791,7 @@ mod tests {
         let text = &out.text;
         assert!(text.starts_with("Dear Priya Shah,"), "{text}");
         let new = text.find("New for you (1)").unwrap();
-        let audit = text.find("Case file audit, 2027-05").unwrap();
+        let audit = text.find("Case file audit, May 2027").unwrap();
         let overdue = text.find("Overdue (1)").unwrap();
         let observation = text.find("Direct observation of practice").unwrap();
         let soon = text.find("Due soon (1)").unwrap();
@@ -738,7 +799,7 @@ mod tests {
         assert!(new < audit && audit < overdue && overdue < observation);
         assert!(observation < soon && soon < team);
         assert!(text.contains(
-            "Sam Jones's moderation of a case file audit for 2027-04 is 10 working days late"
+            "Sam Jones's moderation of a case file audit for April 2027 is 10 working days late"
         ));
         assert!(out.html.contains("Your team's overdue work (1)"));
         assert!(out.html.contains("Sam Jones&#x27;s") || out.html.contains("Sam Jones's"));
@@ -754,7 +815,7 @@ mod tests {
             "Outbox id: 4711",
             "Kind: chase",
             "Channel: council-smtp",
-            "Recipient (staff id): S0012",
+            "Recipient: Sam Jones",
             "Attempts: 8",
             "Error: temporary failure: connection refused",
             "qaloop outbox retry 4711",
@@ -786,14 +847,14 @@ mod tests {
             "South Child Protection 3: 1 overdue",
             "Directorate: 1 overdue",
             "Performance Unit: 1 overdue",
-            "held by role:performance_unit",
+            "held by Performance Unit",
             // The closing-the-loop section leads, before the overdue work.
             "Closing the loop: 2 actions overdue (was 4), 1 done but not yet verified (was 1), \
              1 Inadequate audit without a verified action plan.",
-            "- Audit 88 by S0012: 1 of 2 actions verified.",
-            "- Action 12 (owner S0031): 9 working days overdue (due 2027-05-10); from an \
+            "- Audit 88 by Sam Jones: 1 of 2 actions verified.",
+            "- Action 12 (owner Alex Brown): 9 working days overdue (due 2027-05-10); from an \
              Inadequate audit; reopened 1x.",
-            "- Action 15 (owner S0012): done, waiting 6 working days for verification.",
+            "- Action 15 (owner Sam Jones): done, waiting 6 working days for verification.",
         ] {
             assert!(out.text.contains(expected), "text lacks {expected:?}");
         }
@@ -808,6 +869,80 @@ mod tests {
         }
         assert!(first.subject.contains("(first digest)"));
         assert!(first.text.contains("This is the first digest"));
+    }
+
+    #[test]
+    fn no_rendered_sample_prints_a_staff_id_or_a_role_spelling() {
+        let templates = built_in();
+
+        for kind in Kind::ALL {
+            let out = templates.render(kind, &sample_context(kind)).unwrap();
+
+            for (part, body) in [
+                ("subject", &out.subject),
+                ("text", &out.text),
+                ("html", &out.html),
+            ] {
+                assert!(
+                    !body.contains("S0"),
+                    "{kind:?} {part} prints a staff id:\n{body}"
+                );
+                assert!(
+                    !body.contains("role:"),
+                    "{kind:?} {part} prints a role:\n{body}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_welcome_says_what_qaloop_is_and_lists_work_late_before_go_live_once() {
+        let out = built_in()
+            .render(Kind::Welcome, &sample_context(Kind::Welcome))
+            .unwrap();
+
+        assert_eq!(
+            out.subject,
+            "Welcome to qaloop: your quality assurance work (2 open)"
+        );
+        let text = &out.text;
+        assert!(text.starts_with("Dear Sam Jones,"), "{text}");
+        assert!(text.contains("quality assurance scheduler"), "{text}");
+        assert!(
+            text.contains("at most one message on a working day"),
+            "{text}"
+        );
+        assert!(text.contains("- Direct observation of practice, April 2027: was due"));
+        assert_eq!(
+            text.matches("already overdue when qaloop started").count(),
+            1,
+            "only the before-go-live item says so: {text}"
+        );
+        assert!(text.contains("https://qaloop.council.example/assignments/101"));
+    }
+
+    #[test]
+    fn replies_go_to_the_qa_team_only_when_reply_to_is_set() {
+        let templates = built_in();
+        let mut ctx = sample_context(Kind::Digest);
+
+        let without = templates.render(Kind::Digest, &ctx).unwrap();
+        ctx.replies_to_qa = true;
+        let with = templates.render(Kind::Digest, &ctx).unwrap();
+
+        assert!(
+            !without
+                .text
+                .contains("Replies to this message go to the QA team.")
+        );
+        assert!(
+            with.text
+                .contains("Replies to this message go to the QA team.")
+        );
+        assert!(
+            with.html
+                .contains("Replies to this message go to the QA team.")
+        );
     }
 
     #[test]

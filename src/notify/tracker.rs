@@ -60,6 +60,9 @@ pub struct ActionLine {
     pub id: i64,
     /// Owner's staff id.
     pub owner: String,
+    /// Owner's name.
+    #[serde(default)]
+    pub owner_name: String,
     /// `overdue` or `unverified`.
     pub status: String,
     /// Due date, `YYYY-MM-DD`.
@@ -79,6 +82,9 @@ pub struct AuditLine {
     pub assignment_id: i64,
     /// The auditor's staff id.
     pub auditor: String,
+    /// The auditor's name.
+    #[serde(default)]
+    pub auditor_name: String,
     /// Actions it raised.
     pub actions: u32,
     /// Of which verified.
@@ -89,6 +95,14 @@ pub struct AuditLine {
 
 /// An audit graded Inadequate, as the digest needs it: (assignment id, auditor's staff id).
 pub type InadequateAudit = (i64, String);
+
+/// A person's name from the staff file (current or past); someone qaloop never knew reads as
+/// "someone no longer on the staff list", never as an id.
+fn name_of(org: &Org, staff_id: &str) -> String {
+    org.get(staff_id)
+        .map(|p| p.record.name.clone())
+        .unwrap_or_else(|| "someone no longer on the staff list".to_owned())
+}
 
 /// Builds the section on `today` from every action and the Inadequate audits.
 #[allow(clippy::too_many_arguments)]
@@ -129,12 +143,13 @@ pub fn actions_section(
         let (service, team) = org
             .get(&a.owner)
             .map(|p| (p.record.service.clone(), p.record.team.clone()))
-            .unwrap_or_else(|| ("Former staff".to_owned(), a.owner.clone()));
+            .unwrap_or_else(|| ("Former staff".to_owned(), name_of(org, &a.owner)));
         lines.push((
             since,
             ActionLine {
                 id: a.id,
                 owner: a.owner.clone(),
+                owner_name: name_of(org, &a.owner),
                 status: status.to_owned(),
                 due: a.due.to_string(),
                 days,
@@ -180,6 +195,7 @@ pub fn actions_section(
             (raised.is_empty() || verified < raised.len() as u32).then(|| AuditLine {
                 assignment_id: *id,
                 auditor: auditor.clone(),
+                auditor_name: name_of(org, auditor),
                 actions: raised.len() as u32,
                 verified,
                 link: format!("{base_url}/assignments/{id}"),

@@ -33,6 +33,10 @@ pub fn urgent_notices(
                 case_reference: concern.case_reference.clone(),
                 health: concern.kind == ConcernKind::Health,
                 raised_by: concern.raised_by.clone(),
+                raised_by_name: org
+                    .get(&concern.raised_by)
+                    .map(|p| p.record.name.clone())
+                    .unwrap_or_else(|| "an auditor who has since left".to_owned()),
                 raised_at_long: concern
                     .raised_at
                     .to_zoned(ctx.tz.clone())

@@ -149,6 +149,9 @@ pub struct Activity {
 pub struct Schedule {
     /// Every role a person may hold; the staff file is checked against it.
     pub roles: BTreeSet<String>,
+    /// Each role's title for people to read (`Performance Unit`), from the `[roles]` table; a
+    /// role listed without one reads as its id in words (see [`Schedule::role_title`]).
+    pub role_titles: BTreeMap<String, String>,
     /// The role whose holders may complete anyone's work (the QA team).
     pub admin_role: String,
     /// Roles whose holders must have a line manager (someone must be escalated to).
@@ -163,10 +166,19 @@ pub struct Schedule {
     pub forms: BTreeMap<String, Form>,
 }
 
+/// `roles`: a list of ids (`roles = ["team_manager", …]`), or a table of ids and their titles
+/// (`[roles]` with `team_manager = "Team manager"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRoles {
+    Ids(Vec<String>),
+    Titles(BTreeMap<String, String>),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSchedule {
-    roles: Vec<String>,
+    roles: RawRoles,
     #[serde(default = "default_admin_role")]
     admin_role: String,
     #[serde(default = "default_require_line_manager")]
@@ -228,7 +240,31 @@ impl Schedule {
             Problem::new(file, location, e.message().trim().to_owned())
         })?;
         let mut problems = Problems::default();
-        let roles: BTreeSet<String> = raw.roles.iter().cloned().collect();
+        let role_titles: BTreeMap<String, String> = match raw.roles {
+            RawRoles::Ids(ids) => ids.into_iter().map(|id| (id, String::new())).collect(),
+            RawRoles::Titles(titles) => titles,
+        };
+        for (role, title) in &role_titles {
+            if !valid_role(role) {
+                problems.push(Problem::new(
+                    file,
+                    format!("roles.{role}"),
+                    "role ids use lower-case letters, digits and `_` only",
+                ));
+            }
+            if title.trim() != title || title.contains('\n') {
+                problems.push(Problem::new(
+                    file,
+                    format!("roles.{role}"),
+                    "a title is one line without leading or trailing spaces",
+                ));
+            }
+        }
+        let roles: BTreeSet<String> = role_titles.keys().cloned().collect();
+        let role_titles: BTreeMap<String, String> = role_titles
+            .into_iter()
+            .filter(|(_, title)| !title.is_empty())
+            .collect();
         let mut role_check = |key: String, role: &str| {
             if !roles.contains(role) {
                 problems.push(Problem::new(
@@ -423,6 +459,7 @@ impl Schedule {
         }
         problems.into_result(Schedule {
             roles,
+            role_titles,
             admin_role: raw.admin_role,
             require_line_manager: raw.require_line_manager.into_iter().collect(),
             activities,
@@ -430,6 +467,20 @@ impl Schedule {
             actions,
             forms,
         })
+    }
+
+    /// What people read for `role`: its title from `[roles]`, else the id in words with a
+    /// capital (`performance_unit` → `Performance unit`). Never the `role:` spelling.
+    pub fn role_title(&self, role: &str) -> String {
+        if let Some(title) = self.role_titles.get(role) {
+            return title.clone();
+        }
+        let words = role.replace(['_', '-'], " ");
+        let mut chars = words.chars();
+        chars
+            .next()
+            .map(|c| c.to_uppercase().chain(chars).collect())
+            .unwrap_or_default()
     }
 
     /// The activity with `id`.
@@ -458,6 +509,13 @@ impl Schedule {
             .iter()
             .filter(move |a| a.triggered_by.as_deref() == Some(id))
     }
+}
+
+fn valid_role(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn valid_id(id: &str) -> bool {
@@ -610,6 +668,42 @@ notify = { escalate_after = 5, escalate_again_after = 4 }
         );
         assert!(text.contains("due.n"), "{text}");
         assert!(text.contains("notify.escalate_again_after"), "{text}");
+    }
+
+    #[test]
+    fn roles_have_titles_from_the_roles_table_or_read_as_words() {
+        let s = Schedule::parse(&shipped(), Path::new("schedule.toml")).unwrap();
+
+        assert_eq!(s.role_title("performance_unit"), "Performance Unit");
+        assert!(s.roles.contains("qa_admin"));
+        // The list form still parses; titles then read as the id in words.
+        let text = "roles = [\"performance_unit\", \"slt\", \"qa_admin\", \"team_manager\", \"service_lead\"]\n\
+            [[activity]]\nid = \"closing-the-loop-review\"\ntitle = \"A\"\nowner_role = \"slt\"\n\
+            cadence = \"bimonthly\"\nfan_out = \"role\"\ndue = { rule = \"last_working_day\" }\n";
+        let s = Schedule::parse(text, Path::new("s.toml")).unwrap();
+        assert_eq!(s.role_title("performance_unit"), "Performance unit");
+    }
+
+    #[test]
+    fn a_bad_role_id_or_title_in_the_roles_table_is_reported_with_its_key() {
+        let text = "admin_role = \"qa_admin\"\n[digest]\nrole = \"slt\"\nbefore_activity = \"r\"\n\
+            [roles]\nslt = \"Senior leadership\"\nqa_admin = \" QA team\"\nTeam-Manager = \"Team manager\"\n\
+            team_manager = \"Team manager\"\nservice_lead = \"Service lead\"\n\
+            [[activity]]\nid = \"r\"\ntitle = \"A\"\nowner_role = \"slt\"\n\
+            cadence = \"bimonthly\"\nfan_out = \"role\"\ndue = { rule = \"last_working_day\" }\n";
+
+        let problems = Schedule::parse(text, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+
+        assert!(
+            problems.contains("roles.Team-Manager: role ids"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("roles.qa_admin: a title is one line"),
+            "{problems}"
+        );
     }
 
     #[test]

@@ -171,6 +171,13 @@ impl Period {
         }
     }
 
+    /// The period in words, for messages: `June 2027`, `April–May 2027`,
+    /// `December 2027–January 2028`, `Quarter 3 2027/28`, `2027/28`. Links and JSON keep
+    /// [`Period::label`].
+    pub fn long_label(&self) -> String {
+        describe(self.start, self.end, self.financial_year())
+    }
+
     /// Every period whose first day lies in `from..=to`, in order.
     pub fn starting_between(
         cadence: Cadence,
@@ -183,6 +190,30 @@ impl Period {
             period = period.next();
         }
         std::iter::successors(Some(period), |p| Some(p.next())).take_while(move |p| p.start <= to)
+    }
+}
+
+/// A span of whole months `start..=end` in words (see [`Period::long_label`]): one month, two
+/// months, a financial quarter or a financial year; anything else as its first and last month.
+pub fn describe(start: Date, end: Date, fy: FinancialYear) -> String {
+    let month = |d: Date| d.strftime("%B").to_string();
+    let months = month_index(end) - month_index(start) + 1;
+    let into_year = (i32::from(start.month()) - i32::from(fy.start_month)).rem_euclid(12);
+    let fy_words = || fy.label(start).replace('-', "/");
+    match months {
+        1 => format!("{} {}", month(start), start.year()),
+        3 if into_year % 3 == 0 => format!("Quarter {} {}", into_year / 3 + 1, fy_words()),
+        12 if into_year == 0 => fy_words(),
+        _ if start.year() == end.year() => {
+            format!("{}–{} {}", month(start), month(end), end.year())
+        }
+        _ => format!(
+            "{} {}–{} {}",
+            month(start),
+            start.year(),
+            month(end),
+            end.year()
+        ),
     }
 }
 
@@ -233,6 +264,28 @@ mod tests {
             (y.start, y.end, y.label().as_str()),
             (date(2026, 4, 1), date(2027, 3, 31), "2026-27")
         );
+    }
+
+    #[test]
+    fn periods_in_words() {
+        let words = |cadence, day| Period::containing(cadence, april(), day).long_label();
+        assert_eq!(words(Cadence::Monthly, date(2027, 6, 9)), "June 2027");
+        assert_eq!(
+            words(Cadence::Bimonthly, date(2027, 4, 9)),
+            "April–May 2027"
+        );
+        assert_eq!(
+            words(Cadence::Bimonthly, date(2027, 12, 9)),
+            "December 2027–January 2028"
+        );
+        assert_eq!(
+            words(Cadence::Quarterly, date(2027, 11, 9)),
+            "Quarter 3 2027/28"
+        );
+        assert_eq!(words(Cadence::Annually, date(2027, 11, 9)), "2027/28");
+        let calendar_year = FinancialYear::starting_in(1).unwrap();
+        let y = Period::containing(Cadence::Annually, calendar_year, date(2027, 11, 9));
+        assert_eq!(y.long_label(), "2027");
     }
 
     proptest! {

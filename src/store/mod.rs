@@ -150,6 +150,7 @@ struct AssignmentRow {
     status: String,
     created_at: String,
     created_late: bool,
+    before_go_live: bool,
     completed_at: Option<String>,
     completed_by: Option<String>,
     note: Option<String>,
@@ -157,7 +158,7 @@ struct AssignmentRow {
 
 const ASSIGNMENT_COLUMNS: &str = "id, activity_id, period_label, period_start, period_end, slot, \
     assignee, subject, trigger_id, due, status, created_at, created_late, completed_at, \
-    completed_by, note";
+    completed_by, note, before_go_live";
 
 const STAFF_COLUMNS: &str = "staff_id, name, email, roles, line_manager_id, team, service, \
     locality, chat_id, start_date, active_from, left_on";
@@ -221,6 +222,7 @@ impl TryFrom<AssignmentRow> for Assignment {
             subject: (!r.subject.is_empty()).then_some(r.subject),
             trigger_id: r.trigger_id,
             created_late: r.created_late,
+            before_go_live: r.before_go_live,
             completed_by: r.completed_by,
             note: r.note,
         })
@@ -599,12 +601,16 @@ impl Store {
     /// Creates the assignments of one (activity, period) that do not exist yet, their history,
     /// and the marker that the period is done, in one transaction. Returns the ids created.
     /// Rows that already exist (another process got there first) are skipped by the unique key.
+    /// `go_live` is the go-live date when this is a new database's first pass: rows already due
+    /// before it are flagged `before_go_live`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn materialise(
         &self,
         activity_id: &str,
         period_start: Date,
         rows: &[NewAssignment],
         created_late: bool,
+        go_live: Option<Date>,
         notices: NoticesFor<'_>,
         now: Timestamp,
     ) -> Result<Vec<i64>, StoreError> {
@@ -612,7 +618,12 @@ impl Store {
         let ids = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let created = tx
-                .insert_assignments(rows, created_late, &Actor::system("reconcile"), &at)
+                .insert_assignments(
+                    rows,
+                    (created_late, go_live),
+                    &Actor::system("reconcile"),
+                    &at,
+                )
                 .await?;
             let pairs: Vec<(i64, &NewAssignment)> =
                 created.iter().map(|&(id, i)| (id, &rows[i])).collect();
@@ -758,7 +769,9 @@ impl Store {
                 concerns::insert_concerns(&mut tx, &effects.concerns, by, &at).await?;
             }
             outbox::cancel_for_assignment(&mut tx, id, "assignment completed").await?;
-            let created = tx.insert_assignments(triggered, false, by, &at).await?;
+            let created = tx
+                .insert_assignments(triggered, (false, None), by, &at)
+                .await?;
             let pairs: Vec<(i64, &NewAssignment)> =
                 created.iter().map(|&(id, i)| (id, &triggered[i])).collect();
             outbox::insert(&mut tx, &notices(&pairs), &at).await?;
@@ -955,7 +968,7 @@ trait InsertAssignments {
     async fn insert_assignments(
         &mut self,
         rows: &[NewAssignment],
-        created_late: bool,
+        how: Creation,
         actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error>;
@@ -995,7 +1008,7 @@ impl InsertAssignments for Transaction<'_, sqlx::Sqlite> {
     async fn insert_assignments(
         &mut self,
         rows: &[NewAssignment],
-        created_late: bool,
+        how: Creation,
         actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
@@ -1004,7 +1017,7 @@ impl InsertAssignments for Transaction<'_, sqlx::Sqlite> {
         let mut before = first;
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut qb = QueryBuilder::new("");
-            push_insert(&mut qb, chunk, created_late, at);
+            push_insert(&mut qb, chunk, how, at);
             if qb.build().execute(&mut **self).await?.rows_affected() == 0 {
                 continue;
             }
@@ -1030,14 +1043,14 @@ impl InsertAssignments for Transaction<'_, sqlx::Postgres> {
     async fn insert_assignments(
         &mut self,
         rows: &[NewAssignment],
-        created_late: bool,
+        how: Creation,
         actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
         let mut ids = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut qb = QueryBuilder::new("WITH new AS (");
-            push_insert(&mut qb, chunk, created_late, at);
+            push_insert(&mut qb, chunk, how, at);
             qb.push(" RETURNING id, activity_id, period_start, slot, subject), history AS (");
             push_history_select(&mut qb, chunk, actor, at, "new");
             qb.push(" ORDER BY a.id) SELECT id, activity_id, slot, subject FROM new ORDER BY id");
@@ -1048,9 +1061,17 @@ impl InsertAssignments for Transaction<'_, sqlx::Postgres> {
     }
 }
 
+/// How rows are created: (after their period began because qaloop was down; the go-live date
+/// when this is a new database's first pass, before which due rows are `before_go_live`).
+type Creation = (bool, Option<Date>);
+
 /// `INSERT INTO assignments (…) VALUES (…), … ON CONFLICT (unique key) DO NOTHING` for `chunk`.
-fn push_insert<DB>(qb: &mut QueryBuilder<DB>, chunk: &[NewAssignment], created_late: bool, at: &str)
-where
+fn push_insert<DB>(
+    qb: &mut QueryBuilder<DB>,
+    chunk: &[NewAssignment],
+    (created_late, go_live): Creation,
+    at: &str,
+) where
     DB: sqlx::Database,
     for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
@@ -1059,7 +1080,7 @@ where
 {
     qb.push(
         "INSERT INTO assignments (activity_id, period_label, period_start, period_end, slot, \
-         assignee, subject, trigger_id, due, status, created_at, created_late) ",
+         assignee, subject, trigger_id, due, status, created_at, created_late, before_go_live) ",
     );
     qb.push_values(chunk, |mut b, r| {
         b.push_bind(r.activity_id.as_str())
@@ -1073,7 +1094,8 @@ where
             .push_bind(r.due.to_string())
             .push_bind("open")
             .push_bind(at)
-            .push_bind(created_late);
+            .push_bind(created_late)
+            .push_bind(go_live.is_some_and(|day| r.due < day));
     });
     qb.push(" ON CONFLICT (activity_id, period_start, slot, subject) DO NOTHING");
 }

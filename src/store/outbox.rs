@@ -49,6 +49,31 @@ pub struct NewOutbox {
     pub suppressed: bool,
 }
 
+impl Store {
+    /// Of `staff_ids`, those qaloop has ever queued a message for, in any state: a person not
+    /// among them gets a welcome first.
+    pub async fn recipients_heard(
+        &self,
+        staff_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut heard = std::collections::HashSet::new();
+        for chunk in staff_ids.chunks(CHUNK) {
+            let found: Vec<String> = on_pool!(self, |pool| {
+                let mut qb =
+                    QueryBuilder::new("SELECT DISTINCT recipient FROM outbox WHERE recipient IN (");
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                qb.push(")");
+                qb.build_query_scalar().fetch_all(pool).await?
+            });
+            heard.extend(found);
+        }
+        Ok(heard)
+    }
+}
+
 /// Where an outbox row stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
