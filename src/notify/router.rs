@@ -198,6 +198,18 @@ impl Router {
         )
     }
 
+    /// The page where `recipient` acts on action `action_id`: the owner marks it done, the
+    /// verifier verifies or reopens it (signed like [`Router::link`]).
+    pub fn action_link(&self, recipient: &str, action_id: i64, today: Date) -> String {
+        self.signed_link(
+            recipient,
+            crate::links::Purpose::Action,
+            Some(action_id),
+            &format!("/actions/{action_id}"),
+            today,
+        )
+    }
+
     /// The closing-the-loop tracker page for `recipient` (signed like [`Router::link`]). The
     /// page decides what they see from their roles (senior leadership or head of service).
     pub fn tracker_link(&self, recipient: &str, today: Date) -> String {
