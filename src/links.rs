@@ -36,6 +36,9 @@ pub enum Purpose {
     Concern,
     /// Open the closing-the-loop tracker (scoped by the holder's roles when used).
     Tracker,
+    /// Open one action (`item` is the action id): its owner marks it done, its verifier
+    /// verifies or reopens it (what the holder may do is decided by the domain when used).
+    Action,
 }
 
 impl Purpose {
@@ -46,6 +49,7 @@ impl Purpose {
             Purpose::MyWork => "mywork",
             Purpose::Concern => "concern",
             Purpose::Tracker => "tracker",
+            Purpose::Action => "action",
         }
     }
 
@@ -55,6 +59,7 @@ impl Purpose {
             "mywork" => Some(Purpose::MyWork),
             "concern" => Some(Purpose::Concern),
             "tracker" => Some(Purpose::Tracker),
+            "action" => Some(Purpose::Action),
             _ => None,
         }
     }
@@ -67,7 +72,8 @@ pub struct Grant {
     pub staff_id: String,
     /// What it allows.
     pub purpose: Purpose,
-    /// The assignment (for [`Purpose::Item`]) or concern (for [`Purpose::Concern`]).
+    /// The assignment (for [`Purpose::Item`]), concern (for [`Purpose::Concern`]) or action
+    /// (for [`Purpose::Action`]).
     pub item: Option<i64>,
     /// When it stops working.
     pub expires: Timestamp,
@@ -242,7 +248,7 @@ fn parse_payload(payload: &[u8]) -> Option<Grant> {
     }
     let purpose = Purpose::parse(purpose)?;
     let item = match (purpose, item) {
-        (Purpose::Item | Purpose::Concern, i) => Some(i.parse().ok()?),
+        (Purpose::Item | Purpose::Concern | Purpose::Action, i) => Some(i.parse().ok()?),
         (Purpose::MyWork | Purpose::Tracker, "") => None,
         (Purpose::MyWork | Purpose::Tracker, _) => return None,
     };

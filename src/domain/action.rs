@@ -231,33 +231,64 @@ pub struct NewAction {
 
 impl NewAction {
     /// Checks an action before it is raised: a description, a current owner and raiser, and a
-    /// due date not in the past.
+    /// due date not in the past. The first problem of [`NewAction::problems`].
     pub fn validate(&self, org: &Org, today: Date) -> Result<(), ActionError> {
+        self.problems(org, today)
+            .into_iter()
+            .next()
+            .map_or(Ok(()), Err)
+    }
+
+    /// Every problem with this action, in form order (description, owner, due date), so a
+    /// page can name each field at once; empty when it may be raised.
+    pub fn problems(&self, org: &Org, today: Date) -> Vec<ActionError> {
+        let mut problems = Vec::new();
         if self.description.trim().is_empty() {
-            return Err(ActionError::Missing("a description"));
+            problems.push(ActionError::Missing("a description"));
         }
         if self.owner.trim().is_empty() {
-            return Err(ActionError::Missing("an owner"));
+            problems.push(ActionError::Missing("an owner"));
         }
-        for id in [&self.owner, &self.raised_by] {
-            if org.get(id).is_none_or(|p| !p.is_current()) {
-                return Err(ActionError::UnknownPerson(id.clone()));
-            }
+        let unknown = |id: &str| org.get(id).is_none_or(|p| !p.is_current());
+        // An empty owner is already reported as missing.
+        if !self.owner.trim().is_empty() && unknown(&self.owner) {
+            problems.push(ActionError::UnknownPerson(self.owner.clone()));
+        }
+        if unknown(&self.raised_by) {
+            problems.push(ActionError::UnknownPerson(self.raised_by.clone()));
         }
         if self.due < today {
-            return Err(ActionError::DueInPast {
+            problems.push(ActionError::DueInPast {
                 due: self.due,
                 today,
             });
         }
-        Ok(())
+        problems
     }
+}
+
+/// Whether `by` may raise an action by hand from `audit`'s record: the audit must be complete,
+/// and `by` the person who completed it or someone above them in line management.
+pub fn may_raise_from(org: &Org, audit: &super::Assignment, by: &str) -> bool {
+    audit.status == super::Status::Done
+        && audit
+            .completed_by
+            .as_deref()
+            .is_some_and(|auditor| by == auditor || org.is_above(by, auditor))
 }
 
 impl Action {
     /// Open (or reopened) and past its due date on `today`.
     pub fn is_overdue(&self, today: Date) -> bool {
         self.state == ActionState::Open && self.due < today
+    }
+
+    /// Whether `by` may open this action's page: its owner, who raised it, or anyone above
+    /// either in line management (what they may then do is [`Action::apply`]'s to say).
+    pub fn may_see(&self, org: &Org, by: &str) -> bool {
+        [&self.owner, &self.raised_by]
+            .into_iter()
+            .any(|id| by == id || org.is_above(by, id))
     }
 
     /// Whether `by` may verify or reopen this action: the person who raised it, or anyone
@@ -501,6 +532,18 @@ mod tests {
         assert_eq!(
             new("P1", "  ", TODAY).validate(&org, TODAY),
             Err(ActionError::Missing("a description"))
+        );
+        // A page names every problem at once, in form order.
+        assert_eq!(
+            new("GHOST", " ", date(2027, 6, 9)).problems(&org, TODAY),
+            [
+                ActionError::Missing("a description"),
+                ActionError::UnknownPerson("GHOST".into()),
+                ActionError::DueInPast {
+                    due: date(2027, 6, 9),
+                    today: TODAY
+                },
+            ]
         );
     }
 }

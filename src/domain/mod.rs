@@ -14,7 +14,9 @@ pub mod authz;
 pub mod concern;
 pub mod record;
 
-pub use action::{Action, ActionChange, ActionError, ActionSource, ActionState, NewAction};
+pub use action::{
+    Action, ActionChange, ActionError, ActionSource, ActionState, NewAction, may_raise_from,
+};
 pub use assignee::Assignee;
 pub use assignment::{Assignment, HistoryEntry, NewAssignment, Status};
 pub use authz::{Actor, Operation, Refusal, Via, authorise};

@@ -77,17 +77,8 @@ impl RecordEffects {
     ) -> RecordEffects {
         use crate::schedule::form::FieldKind;
         let value = |id: &str| record.fields.get(id).and_then(|v| v.as_str());
-        let inadequate = form.fields.iter().any(|f| match &f.kind {
-            FieldKind::Grade { options, .. } => options
-                .last()
-                .is_some_and(|worst| value(&f.id) == Some(worst.as_str())),
-            _ => false,
-        });
-        let source = if assignment.activity_id.contains("observation") {
-            super::ActionSource::Observation
-        } else {
-            super::ActionSource::Audit
-        };
+        let inadequate = is_inadequate(form, &record.fields);
+        let source = source_of(assignment);
         let mut effects = RecordEffects::default();
         for field in &form.fields {
             match &field.kind {
@@ -115,12 +106,8 @@ impl RecordEffects {
                         "health_concern" => super::ConcernKind::Health,
                         _ => continue,
                     };
-                    let case_reference = form
-                        .fields
-                        .iter()
-                        .find(|f| matches!(f.kind, FieldKind::CaseReference { .. }))
-                        .and_then(|f| value(&f.id))
-                        .unwrap_or("")
+                    let case_reference = case_reference(form, &record.fields)
+                        .unwrap_or_default()
                         .to_owned();
                     effects.concerns.push(super::NewConcern {
                         assignment_id: assignment.id,
@@ -132,5 +119,41 @@ impl RecordEffects {
             }
         }
         effects
+    }
+}
+
+/// Whether a record on `form` grades anything at the worst of its scale (Ofsted's Inadequate):
+/// its actions get the shorter timelines.
+pub fn is_inadequate(form: &crate::schedule::form::Form, fields: &serde_json::Value) -> bool {
+    use crate::schedule::form::FieldKind;
+    form.fields.iter().any(|f| match &f.kind {
+        FieldKind::Grade { options, .. } => options.last().is_some_and(|worst| {
+            fields.get(&f.id).and_then(|v| v.as_str()) == Some(worst.as_str())
+        }),
+        _ => false,
+    })
+}
+
+/// The case reference a record on `form` gives (its first case-reference field), if any: the
+/// only case detail a page or message about its actions and concerns shows.
+pub fn case_reference<'v>(
+    form: &crate::schedule::form::Form,
+    fields: &'v serde_json::Value,
+) -> Option<&'v str> {
+    use crate::schedule::form::FieldKind;
+    form.fields
+        .iter()
+        .find(|f| matches!(f.kind, FieldKind::CaseReference { .. }))
+        .and_then(|f| fields.get(&f.id))
+        .and_then(|v| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// What raises an action from `assignment`'s record: an observation or an audit, by activity.
+pub fn source_of(assignment: &super::Assignment) -> super::ActionSource {
+    if assignment.activity_id.contains("observation") {
+        super::ActionSource::Observation
+    } else {
+        super::ActionSource::Audit
     }
 }

@@ -245,11 +245,16 @@ impl Router {
         )
     }
 
-    /// The link `recipient` follows to an action (signed like [`Router::link`]): its owner
-    /// marks it done there, its verifier verifies or reopens it. Until actions have a page of
-    /// their own it is the recipient's own work page, which lists both.
-    pub fn action_link(&self, recipient: &str, _action_id: i64, today: Date) -> String {
-        self.signed_link(recipient, crate::links::Purpose::MyWork, None, "/me", today)
+    /// The page where `recipient` acts on action `action_id`: the owner marks it done, the
+    /// verifier verifies or reopens it (signed like [`Router::link`]).
+    pub fn action_link(&self, recipient: &str, action_id: i64, today: Date) -> String {
+        self.signed_link(
+            recipient,
+            crate::links::Purpose::Action,
+            Some(action_id),
+            &format!("/actions/{action_id}"),
+            today,
+        )
     }
 
     /// The closing-the-loop tracker page for `recipient` (signed like [`Router::link`]). The

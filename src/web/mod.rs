@@ -5,6 +5,8 @@
 //! - [`pages`]: the handlers — the work page (`/a/{id}?t=…`, GET shows, POST completes), "my
 //!   work" (`/me?t=…`), and asking for a fresh link (`POST /link`).
 //! - [`concerns`]: an urgent concern (`/concerns/{id}?t=…`, GET shows, POST acknowledges).
+//! - [`actions`]: one action (`/actions/{id}?t=…`: done, verify, reopen) and raising one by
+//!   hand (`/a/{id}/actions/new?t=…` from a completed audit, `/me/actions/new?t=…`).
 //! - [`tracker`]: the closing-the-loop tracker (`/tracker?t=…`, `/tracker.csv?t=…`) for senior
 //!   leadership and heads of service.
 //! - [`error`]: one error enum → status + a plain page.
@@ -15,6 +17,7 @@
 //! [`crate::domain::authorise`], recorded with `via = link`) and its result into a page, and
 //! nothing else; no handler writes on GET; the clock is read once per request from the state.
 
+pub mod actions;
 pub mod concerns;
 pub mod error;
 pub mod pages;
@@ -139,6 +142,15 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/", get(pages::home))
         .route("/a/{id}", get(pages::work).post(pages::submit))
         .route("/me", get(pages::my_work))
+        .route(
+            "/me/actions/new",
+            get(actions::new_by_hand).post(actions::raise_by_hand),
+        )
+        .route(
+            "/a/{id}/actions/new",
+            get(actions::new_from_audit).post(actions::raise_from_audit),
+        )
+        .route("/actions/{id}", get(actions::show).post(actions::change))
         .route("/link", post(pages::fresh_link))
         .route(
             "/concerns/{id}",

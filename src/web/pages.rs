@@ -28,7 +28,7 @@ use crate::store::AssignmentFilter;
 /// `?t=TOKEN`
 #[derive(Debug, Deserialize)]
 pub struct TokenQuery {
-    t: Option<String>,
+    pub(super) t: Option<String>,
 }
 
 /// The fresh-link form.
@@ -512,6 +512,9 @@ impl<'s> Work<'s> {
             confirmation: false,
             moderation_created: false,
             my_work: Some(format!("/me?t={my_work}")),
+            raise_action: (matches!(self.spec, FormSpec::Record(_))
+                && crate::domain::may_raise_from(&self.org, a, &self.viewer))
+            .then(|| format!("/a/{}/actions/new?t={token}", a.id)),
         }
     }
 }
@@ -541,6 +544,8 @@ struct WorkView {
     confirmation: bool,
     moderation_created: bool,
     my_work: Option<String>,
+    /// Raising an action by hand from this completed audit, for its auditor or their manager.
+    raise_action: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -786,6 +791,7 @@ async fn my_work_inner(
         .map(item)
         .collect();
     let open: Vec<MyItem> = open.iter().map(item).collect();
+    let (actions, to_verify) = super::actions::mine(state, &org, &grant.staff_id, now).await?;
     state.render(
         StatusCode::OK,
         "mywork.html",
@@ -794,6 +800,9 @@ async fn my_work_inner(
             staff_id => &grant.staff_id,
             open => open,
             reports => reports,
+            actions => actions,
+            to_verify => to_verify,
+            raise_link => format!("/me/actions/new?t={}", token.unwrap_or_default()),
         },
     )
 }

@@ -38,6 +38,18 @@ const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../config/templates/web/tracker.html"),
     ),
     (
+        "action.html",
+        include_str!("../../config/templates/web/action.html"),
+    ),
+    (
+        "action_new.html",
+        include_str!("../../config/templates/web/action_new.html"),
+    ),
+    (
+        "action_raised.html",
+        include_str!("../../config/templates/web/action_raised.html"),
+    ),
+    (
         "message.html",
         include_str!("../../config/templates/web/message.html"),
     ),
