@@ -4,7 +4,7 @@
 //! national} × {sqlite, postgres} — each in a fresh child process, so the peak memory reported is
 //! that scenario's alone. A scenario:
 //!
-//! 1. builds a deterministic synthetic organisation ([`synthetic_org`]);
+//! 1. builds a deterministic synthetic organisation (`support/org.rs`, [`org::synthetic_org`]);
 //! 2. on a fresh database, imports it once, then runs `engine::reconcile` at 07:30 Europe/London
 //!    every day from 2027-04-01 to 2028-03-31 (365 ticks) with the shipped
 //!    `config/schedule.toml` and `config/bank-holidays.json`, timing the import and the whole
@@ -25,7 +25,9 @@
 //! with a notice. Extra arguments filter scenarios by name: `cargo bench --bench reconcile --
 //! council` runs only `council-sqlite` and `council-postgres`.
 
-use std::collections::BTreeSet;
+#[path = "support/org.rs"]
+mod org;
+
 use std::process::{Command, ExitCode, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -37,7 +39,7 @@ use qaloop::calendar::Calendar;
 use qaloop::domain::NewAssignment;
 use qaloop::engine::plan::plan_window;
 use qaloop::engine::{Context, import_staff, reconcile};
-use qaloop::org::{Org, Person, StaffRecord};
+use qaloop::org::{Org, Person};
 use qaloop::schedule::{FinancialYear, Schedule};
 use qaloop::store::{Store, format_instant};
 use serde::{Deserialize, Serialize};
@@ -478,7 +480,11 @@ async fn run(scenario: Scenario) -> Result<Outcome, BoxError> {
     let tick = |day: Date| -> Result<Timestamp, jiff::Error> {
         Ok(day.at(7, 30, 0, 0).to_zoned(tz.clone())?.timestamp())
     };
-    let records = synthetic_org(scenario.size, &ctx.schedule);
+    let records = org::synthetic_org(
+        scenario.size.staff,
+        scenario.size.team_managers,
+        &ctx.schedule,
+    );
     let dir = tempfile::tempdir()?;
 
     // qaloop, best of SAMPLES runs: import once, then a year of daily ticks, on a fresh database.
@@ -721,75 +727,4 @@ fn peak_rss_mib() -> Result<f64, BoxError> {
         .trim()
         .parse()?;
     Ok(kib / 1024.0)
-}
-
-// ---- the synthetic organisation -----------------------------------------------------------
-
-/// A deterministic organisation of `size.staff` people: a director; senior leaders; heads of
-/// service; service leads; `size.team_managers` team managers; one holder of every other role
-/// the schedule uses (so every activity creates work); practitioners for the rest. Everyone but
-/// the director has a line manager one level up, spread round-robin.
-fn synthetic_org(size: Size, schedule: &Schedule) -> Vec<StaffRecord> {
-    let service_leads = size.team_managers.div_ceil(4);
-    let heads = service_leads.div_ceil(7).max(4);
-    let slt = (heads / 25).max(4);
-    let hierarchy = ["slt", "head_of_service", "service_lead", "team_manager"];
-    let specialists: Vec<&str> = schedule
-        .roles
-        .iter()
-        .map(String::as_str)
-        .filter(|r| !hierarchy.contains(r) && *r != "practitioner")
-        .collect();
-    let fixed = 1 + slt + heads + service_leads + size.team_managers + specialists.len();
-    assert!(
-        fixed <= size.staff,
-        "{} staff cannot hold {fixed} managers",
-        size.staff
-    );
-    let practitioners = size.staff - fixed;
-
-    let mut records = Vec::with_capacity(size.staff);
-    let mut person = |prefix: &str, n: usize, role: &str, manager: Option<String>| {
-        let id = format!("{prefix}{n:05}");
-        records.push(StaffRecord {
-            staff_id: id.clone(),
-            name: format!("Person {id}"),
-            email: format!("{}@council.example", id.to_lowercase()),
-            roles: BTreeSet::from([role.to_owned()]),
-            line_manager_id: manager,
-            team: format!("Team {}", n % 97),
-            service: format!("Service {}", n % 13),
-            locality: format!("Locality {}", n % 5),
-            chat_id: None,
-            start_date: None,
-        });
-        id
-    };
-    let director = person("D", 0, "slt", None);
-    let leaders: Vec<String> = (0..slt)
-        .map(|n| person("L", n, "slt", Some(director.clone())))
-        .collect();
-    let heads: Vec<String> = (0..heads)
-        .map(|n| person("H", n, "head_of_service", Some(leaders[n % slt].clone())))
-        .collect();
-    let leads: Vec<String> = (0..service_leads)
-        .map(|n| {
-            let manager = heads[n % heads.len()].clone();
-            person("S", n, "service_lead", Some(manager))
-        })
-        .collect();
-    let managers: Vec<String> = (0..size.team_managers)
-        .map(|n| {
-            let manager = leads[n % leads.len()].clone();
-            person("T", n, "team_manager", Some(manager))
-        })
-        .collect();
-    for (n, role) in specialists.iter().enumerate() {
-        person("X", n, role, Some(leaders[n % slt].clone()));
-    }
-    for n in 0..practitioners {
-        let manager = managers[n % managers.len()].clone();
-        person("P", n, "practitioner", Some(manager));
-    }
-    records
 }

@@ -654,6 +654,11 @@ impl Channel for WebhookChannel {
     fn deliver<'a>(&'a self, message: &'a Message) -> DeliverFuture<'a> {
         Box::pin(self.post(message))
     }
+
+    /// Cards and posts are made of the subject and the text.
+    fn sends_html(&self) -> bool {
+        false
+    }
 }
 
 /// The webhook URL from `url` or `url_file`: present, and http(s).

@@ -462,7 +462,7 @@ impl Dispatcher {
         if let Some(reason) = nothing_left(row) {
             return Err(Outcome::Expired(reason));
         }
-        let message = match self.message(row, org, now) {
+        let message = match self.message(row, org, now, channel.sends_html()) {
             Ok(Some(m)) => m,
             Ok(None) => return Err(Outcome::Cancelled),
             Err(e) => return Err(Outcome::Dead(e)),
@@ -545,12 +545,14 @@ impl Dispatcher {
         }
     }
 
-    /// Renders a row into a message; `Ok(None)` when its recipient has left.
+    /// Renders a row into a message (its HTML only when `html`); `Ok(None)` when its recipient
+    /// has left.
     fn message(
         &self,
         row: &OutboxRow,
         org: &Org,
         now: Timestamp,
+        html: bool,
     ) -> Result<Option<Message>, String> {
         let kind = Kind::parse(&row.kind).ok_or_else(|| format!("unknown kind `{}`", row.kind))?;
         let context: TemplateContext =
@@ -580,10 +582,12 @@ impl Dispatcher {
                 _ => return Ok(None),
             }
         };
-        let rendered = self
-            .templates
-            .render(kind, &context)
-            .map_err(|e| e.to_string())?;
+        let rendered = if html {
+            self.templates.render(kind, &context)
+        } else {
+            self.templates.render_without_html(kind, &context)
+        }
+        .map_err(|e| e.to_string())?;
         let first = context.items.first();
         let calendar = match (kind, first, context.items.len()) {
             (Kind::NewAssignment | Kind::Reminder, Some(item), 1)

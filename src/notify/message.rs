@@ -160,4 +160,9 @@ pub trait Channel: Send + Sync {
     fn reaches(&self, recipient: &Recipient) -> bool;
     /// Delivers one message. Must not retry internally: the dispatcher owns retries.
     fn deliver<'a>(&'a self, message: &'a Message) -> DeliverFuture<'a>;
+    /// Whether this channel sends [`Message::html`]; when not, the dispatcher leaves it empty
+    /// and skips rendering it.
+    fn sends_html(&self) -> bool {
+        true
+    }
 }

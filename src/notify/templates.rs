@@ -216,6 +216,20 @@ impl Templates {
         })
     }
 
+    /// [`Templates::render`] without the HTML part (left empty), for channels that never send
+    /// it: the dispatcher renders a message per send, and the HTML is the largest part.
+    pub fn render_without_html(
+        &self,
+        kind: Kind,
+        ctx: &TemplateContext,
+    ) -> Result<Rendered, TemplateError> {
+        Ok(Rendered {
+            subject: self.render_part(kind, Part::Subject, ctx)?,
+            text: self.render_part(kind, Part::Text, ctx)?,
+            html: String::new(),
+        })
+    }
+
     /// Renders every template against [`sample_context`] for its kind, and reports each one that
     /// fails, or whose subject or text comes out empty, as a problem naming the template's file.
     pub fn check(&self) -> Problems {

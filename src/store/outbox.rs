@@ -341,9 +341,13 @@ impl Store {
             }
             Backend::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
+                // `INDEXED BY`: walk the pending rows in id order and stop at the batch size;
+                // left to itself the planner reads every pending row by `outbox_ready` and
+                // sorts them all, on every claim.
                 let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "UPDATE outbox SET claimed_until = $1, claim = $4 WHERE id IN ( \
-                       SELECT id FROM outbox WHERE status IN ('pending', 'failed') \
+                       SELECT id FROM outbox INDEXED BY outbox_pending_id \
+                       WHERE status IN ('pending', 'failed') \
                        AND next_attempt_at <= $2 AND not_before <= $2 \
                        AND (claimed_until IS NULL OR claimed_until <= $2){kind_filter}{OPEN_WORK} \
                        ORDER BY id LIMIT $3) \
