@@ -115,9 +115,8 @@ async fn a_daily_message_held_by_an_outage_drops_what_was_done_meanwhile(db: Tes
         .await
         .unwrap();
     assert!(
-        withdrawn
-            .iter()
-            .any(|r| r.recipient == "TM1" && (r.kind == "digest" || r.kind == "catch_up")),
+        withdrawn.iter().any(|r| r.recipient == "TM1"
+            && ["digest", "catch_up", "welcome"].contains(&r.kind.as_str())),
         "{withdrawn:?}"
     );
 }

@@ -744,10 +744,13 @@ async fn claim_batch(
     Ok(Some((rows, Org::new(people))))
 }
 
+/// The kinds that bundle a day's items, re-checked when they go out.
+const BUNDLED: [Kind; 3] = [Kind::Digest, Kind::CatchUp, Kind::Welcome];
+
 /// Why a daily message is no longer worth sending: everything in it was done meanwhile (see
 /// [`drop_closed_items`]).
 fn nothing_left(row: &OutboxRow) -> Option<String> {
-    if row.kind != Kind::Digest.as_str() && row.kind != Kind::CatchUp.as_str() {
+    if !BUNDLED.iter().any(|k| row.kind == k.as_str()) {
         return None;
     }
     let c: TemplateContext = serde_json::from_str(&row.context).ok()?;
@@ -765,8 +768,7 @@ fn nothing_left(row: &OutboxRow) -> Option<String> {
 /// Two reads per claimed batch, whatever its size.
 async fn drop_closed_items(store: &Store, rows: &mut [OutboxRow]) -> Result<(), StoreError> {
     use super::context::Work;
-    let bundled =
-        |row: &OutboxRow| row.kind == Kind::Digest.as_str() || row.kind == Kind::CatchUp.as_str();
+    let bundled = |row: &OutboxRow| BUNDLED.iter().any(|k| row.kind == k.as_str());
     let mut contexts: Vec<(usize, TemplateContext)> = rows
         .iter()
         .enumerate()
