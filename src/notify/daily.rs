@@ -132,16 +132,12 @@ async fn chased_actions(
     let mut ids: Vec<i64> = actions.iter().filter_map(|a| a.assignment_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut sources = std::collections::HashMap::new();
-    for chunk in ids.chunks(1000) {
-        let found = store
-            .assignments(&AssignmentFilter {
-                ids: chunk.to_vec(),
-                ..Default::default()
-            })
-            .await?;
-        sources.extend(found.into_iter().map(|a| (a.id, a)));
-    }
+    let sources = store
+        .assignments_with_ids(&ids, &[])
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a))
+        .collect();
     Ok(super::chased::actions(
         ctx, router, org, &actions, &sources, today,
     ))

@@ -459,14 +459,7 @@ impl Dispatcher {
                 row.channel
             )));
         };
-        if let Some(reason) = nothing_left(row) {
-            return Err(Outcome::Expired(reason));
-        }
-        let message = match self.message(row, org, now, channel.sends_html()) {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(Outcome::Cancelled),
-            Err(e) => return Err(Outcome::Dead(e)),
-        };
+        let message = self.message(row, org, now, channel.sends_html())?;
         if !channel.reaches(&message.recipient) {
             return Err(Outcome::Dead(format!(
                 "channel `{}` cannot reach {} (no address)",
@@ -545,18 +538,23 @@ impl Dispatcher {
         }
     }
 
-    /// Renders a row into a message (its HTML only when `html`); `Ok(None)` when its recipient
-    /// has left.
+    /// Renders a row into a message (its HTML only when `html`), or the outcome that makes it
+    /// moot: `Cancelled` when its recipient has left, `Expired` for a bundled message with
+    /// nothing left in it, `Dead` for an unknown kind or a template that fails.
     fn message(
         &self,
         row: &OutboxRow,
         org: &Org,
         now: Timestamp,
         html: bool,
-    ) -> Result<Option<Message>, String> {
-        let kind = Kind::parse(&row.kind).ok_or_else(|| format!("unknown kind `{}`", row.kind))?;
-        let context: TemplateContext =
-            serde_json::from_str(&row.context).map_err(|e| format!("unreadable context: {e}"))?;
+    ) -> Result<Message, Outcome> {
+        let kind = Kind::parse(&row.kind)
+            .ok_or_else(|| Outcome::Dead(format!("unknown kind `{}`", row.kind)))?;
+        let context: TemplateContext = serde_json::from_str(&row.context)
+            .map_err(|e| Outcome::Dead(format!("unreadable context: {e}")))?;
+        if let Some(reason) = nothing_left(kind, &context) {
+            return Err(Outcome::Expired(reason));
+        }
         let recipient = if matches!(
             crate::domain::Assignee::parse(&row.recipient),
             crate::domain::Assignee::Role(_)
@@ -579,7 +577,7 @@ impl Dispatcher {
                     email: Some(p.record.email.clone()),
                     chat_id: p.record.chat_id.clone(),
                 },
-                _ => return Ok(None),
+                _ => return Err(Outcome::Cancelled),
             }
         };
         let rendered = if html {
@@ -587,7 +585,7 @@ impl Dispatcher {
         } else {
             self.templates.render_without_html(kind, &context)
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Outcome::Dead(e.to_string()))?;
         let first = context.items.first();
         let calendar = match (kind, first, context.items.len()) {
             (Kind::NewAssignment | Kind::Reminder, Some(item), 1)
@@ -602,7 +600,7 @@ impl Dispatcher {
             }
             _ => None,
         };
-        Ok(Some(Message {
+        Ok(Message {
             key: row.key.clone(),
             kind,
             recipient,
@@ -617,7 +615,7 @@ impl Dispatcher {
                 .map(|i| i.link.clone()),
             calendar,
             composed_at: now,
-        }))
+        })
     }
 
     /// `qaloop notify test`: renders a test message for `recipient` and sends it through each
@@ -749,11 +747,10 @@ const BUNDLED: [Kind; 3] = [Kind::Digest, Kind::CatchUp, Kind::Welcome];
 
 /// Why a daily message is no longer worth sending: everything in it was done meanwhile (see
 /// [`drop_closed_items`]).
-fn nothing_left(row: &OutboxRow) -> Option<String> {
-    if !BUNDLED.iter().any(|k| row.kind == k.as_str()) {
+fn nothing_left(kind: Kind, c: &TemplateContext) -> Option<String> {
+    if !BUNDLED.contains(&kind) {
         return None;
     }
-    let c: TemplateContext = serde_json::from_str(&row.context).ok()?;
     let empty = c.items.is_empty()
         && c.team_items.is_empty()
         && c.action_items.is_empty()
@@ -796,29 +793,21 @@ async fn drop_closed_items(store: &Store, rows: &mut [OutboxRow]) -> Result<(), 
             }
         }
     }
-    // In chunks well under SQLite's limit of bound parameters.
-    const CHUNK: usize = 5000;
-    let mut open_assignments = BTreeSet::new();
-    for chunk in assignment_ids.into_iter().collect::<Vec<_>>().chunks(CHUNK) {
-        let open = store
-            .assignments(&crate::store::AssignmentFilter {
-                statuses: vec![crate::domain::Status::Open],
-                ids: chunk.to_vec(),
-                ..Default::default()
-            })
-            .await?;
-        open_assignments.extend(open.into_iter().map(|a| a.id));
-    }
-    let mut action_states = BTreeMap::new();
-    for chunk in action_ids.into_iter().collect::<Vec<_>>().chunks(CHUNK) {
-        let actions = store
-            .actions(&crate::store::ActionFilter {
-                ids: chunk.to_vec(),
-                ..Default::default()
-            })
-            .await?;
-        action_states.extend(actions.into_iter().map(|a| (a.id, a.state)));
-    }
+    let open_assignments: BTreeSet<i64> = store
+        .assignments_with_ids(
+            &assignment_ids.into_iter().collect::<Vec<_>>(),
+            &[crate::domain::Status::Open],
+        )
+        .await?
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    let action_states: BTreeMap<i64, crate::domain::ActionState> = store
+        .actions_with_ids(&action_ids.into_iter().collect::<Vec<_>>())
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a.state))
+        .collect();
     let still_open = |item: &super::context::Item| match item.work {
         Work::Assignment => open_assignments.contains(&item.id),
         Work::Action => action_states.get(&item.id) == Some(&crate::domain::ActionState::Open),

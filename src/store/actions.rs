@@ -253,6 +253,22 @@ impl Store {
         row.ok_or(StoreError::NotFound(id))?.try_into()
     }
 
+    /// Actions with these ids, however many (in chunks, like
+    /// [`Store::assignments_with_ids`]).
+    pub async fn actions_with_ids(&self, ids: &[i64]) -> Result<Vec<Action>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(super::ID_CHUNK) {
+            found.extend(
+                self.actions(&ActionFilter {
+                    ids: chunk.to_vec(),
+                    ..Default::default()
+                })
+                .await?,
+            );
+        }
+        Ok(found)
+    }
+
     /// Actions matching `filter`, oldest due first.
     pub async fn actions(&self, filter: &ActionFilter) -> Result<Vec<Action>, StoreError> {
         let rows: Vec<ActionRow> = on_pool!(self, |pool| {

@@ -96,6 +96,9 @@ macro_rules! on_pool {
     };
 }
 
+/// Ids per query when a caller asks for many by id (SQLite allows 32,766 bound parameters).
+pub(crate) const ID_CHUNK: usize = 5000;
+
 pub mod actions;
 pub mod concerns;
 pub mod lease;
@@ -657,6 +660,27 @@ impl Store {
             .await?
         });
         row.ok_or(StoreError::NotFound(id))?.try_into()
+    }
+
+    /// Assignments with these ids (in any of `statuses`; empty: any), however many: the ids
+    /// go to the database in chunks well under SQLite's limit of bound parameters.
+    pub async fn assignments_with_ids(
+        &self,
+        ids: &[i64],
+        statuses: &[Status],
+    ) -> Result<Vec<Assignment>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            found.extend(
+                self.assignments(&AssignmentFilter {
+                    statuses: statuses.to_vec(),
+                    ids: chunk.to_vec(),
+                    ..Default::default()
+                })
+                .await?,
+            );
+        }
+        Ok(found)
     }
 
     /// Assignments matching `filter`, oldest due first.
