@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use jiff::Timestamp;
-use jiff::civil::date;
+use jiff::civil::{Date, date};
 use qaloop::clock::FixedClock;
-use qaloop::engine::{import_staff, reconcile};
+use qaloop::domain::{ActionState, UrgentSettings};
+use qaloop::engine::{Context, import_staff, reconcile};
 use qaloop::links::{Key, LinkKeys, Purpose};
 use qaloop::notify::dispatcher::{Dispatcher, RetryPolicy};
 use qaloop::notify::router::Router;
-use qaloop::notify::settings::NotifyConfig;
+use qaloop::notify::settings::{NotifyConfig, Preference};
 use qaloop::notify::templates::Templates;
 use qaloop::notify::{Channel, ChannelSettings};
 use qaloop::store::{AssignmentFilter, Store};
@@ -332,91 +333,175 @@ async fn assignment(store: &Store, activity: &str, assignee: &str) -> qaloop::do
         .unwrap()
 }
 
+/// The engine, its SMTP channel and the web server, as `serve` wires them, on one test database:
+/// messages link to this server, the pages read a clock the test moves.
+struct Harness {
+    store: Store,
+    smtp: SmtpServer,
+    base: String,
+    keys: LinkKeys,
+    ctx: Arc<Context>,
+    dispatcher: Dispatcher,
+    clock: Arc<FixedClock>,
+    urgent: UrgentSettings,
+}
+
+impl Harness {
+    /// Starts it with go-live on 1 June 2027 and these delivery times, preferences and `[urgent]`.
+    async fn start(
+        store: Store,
+        deliver_at: &[&str],
+        preferences: Vec<Preference>,
+        urgent: UrgentSettings,
+    ) -> Harness {
+        let smtp = SmtpServer::start(Options::default()).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let keys = LinkKeys::new(Key::new(vec![5; 32]).unwrap(), None, 30);
+        let channel: ChannelSettings = toml::from_str(&format!(
+            "kind = \"email\"\nname = \"email\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n\
+             from = \"QA schedule <qa@example-council.test>\"\ntimeout_seconds = 5\n",
+            smtp.port()
+        ))
+        .unwrap();
+        let config = NotifyConfig {
+            base_url: base.clone(),
+            deliver_at: deliver_at.iter().map(|t| (*t).to_owned()).collect(),
+            ..NotifyConfig::default()
+        };
+        let mut ctx = context();
+        ctx.start_date = Some(date(2027, 6, 1));
+        ctx.announcer = Some(Arc::new(
+            Router::new(
+                &config,
+                std::slice::from_ref(&channel),
+                "Example Council",
+                ctx.tz.clone(),
+                preferences,
+            )
+            .with_links(keys.clone()),
+        ));
+        let ChannelSettings::Email(email) = &channel else {
+            unreachable!()
+        };
+        let smtp_channel: Arc<dyn Channel> =
+            Arc::new(qaloop::notify::email::SmtpChannel::new(email, Path::new(".")).unwrap());
+        let dispatcher = Dispatcher::new(
+            [("email".to_owned(), smtp_channel)].into(),
+            Arc::new(Templates::load(None).unwrap()),
+            RetryPolicy::from_config(&config),
+            None,
+        )
+        .with_working_hours_of(&ctx);
+        let ctx = Arc::new(ctx);
+        let clock = Arc::new(FixedClock::new(at("2027-06-01T08:00:00Z")));
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            ctx: ctx.clone(),
+            keys: keys.clone(),
+            clock: clock.clone(),
+            pages: templates::load(None).unwrap(),
+            organisation: "Example Council".into(),
+            urgent: urgent.clone(),
+        });
+        tokio::spawn(serve(
+            listener,
+            app(state, 64 * 1024),
+            std::future::pending(),
+        ));
+        Harness {
+            store,
+            smtp,
+            base,
+            keys,
+            ctx,
+            dispatcher,
+            clock,
+            urgent,
+        }
+    }
+
+    /// `hour:minute` in the council's time zone on `day`.
+    fn local(&self, day: Date, hour: i8, minute: i8) -> Timestamp {
+        day.at(hour, minute, 0, 0)
+            .to_zoned(self.ctx.tz.clone())
+            .unwrap()
+            .timestamp()
+    }
+
+    /// Staff and the month's work on go-live morning (1 June 2027, `hour`:00), and the first
+    /// messages.
+    async fn go_live(&self, hour: i8) {
+        let now = self.local(date(2027, 6, 1), hour, 0);
+        import_staff(
+            &self.store,
+            &self.ctx,
+            &small_org(),
+            "test",
+            self.ctx.today(now),
+            now,
+        )
+        .await
+        .unwrap();
+        self.morning(now).await;
+    }
+
+    /// A daemon's pass at `now`: the schedule, the daily messages, urgent alerts, dispatch.
+    async fn morning(&self, now: Timestamp) {
+        reconcile(&self.store, &self.ctx, now).await.unwrap();
+        qaloop::notify::daily::decide(&self.store, &self.ctx, now)
+            .await
+            .unwrap();
+        self.between_passes(now).await;
+    }
+
+    /// What `serve` does between passes: urgent alerts that fell due, then whatever is ready.
+    async fn between_passes(&self, now: Timestamp) {
+        qaloop::notify::urgent::decide(&self.store, &self.ctx, &self.urgent, now)
+            .await
+            .unwrap();
+        self.dispatcher.dispatch(&self.store, now).await.unwrap();
+    }
+
+    /// Links to `path_prefix` (e.g. `/a/12`) in the mail of `staff_id`, oldest first.
+    fn links(&self, staff_id: &str, path_prefix: &str) -> Vec<String> {
+        let address = format!("{}@example-council.test", staff_id.to_lowercase());
+        let wanted = format!("{}{path_prefix}?t=", self.base);
+        links_for(&self.smtp, &address)
+            .into_iter()
+            .filter(|l| l.starts_with(&wanted))
+            .collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
     if !available() {
         return;
     }
     let db = TestDb::sqlite().await;
-    let store = db.store.clone();
-    let smtp = SmtpServer::start(Options::default()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let keys = LinkKeys::new(Key::new(vec![5; 32]).unwrap(), None, 30);
-
-    // The engine with one SMTP channel whose messages link to this server.
-    let channel: ChannelSettings = toml::from_str(&format!(
-        "kind = \"email\"\nname = \"email\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n\
-         from = \"QA schedule <qa@example-council.test>\"\ntimeout_seconds = 5\n",
-        smtp.port()
-    ))
-    .unwrap();
-    let config = NotifyConfig {
-        base_url: base.clone(),
-        // Deliveries at 09:00 (the morning's pass) and 10:00 (when the page's clock completes
-        // the audit), so the moderator's notice goes out within the one simulated morning.
-        deliver_at: vec!["09:00".into(), "10:00".into()],
-        ..NotifyConfig::default()
-    };
-    let mut ctx = context();
-    ctx.start_date = Some(date(2027, 6, 1));
-    ctx.announcer = Some(Arc::new(
-        Router::new(
-            &config,
-            std::slice::from_ref(&channel),
-            "Example Council",
-            ctx.tz.clone(),
-            // The moderator hears of new moderations at once rather than in the next morning's
-            // daily message, so one simulated morning covers the whole path.
-            vec![qaloop::notify::settings::Preference {
-                staff_id: "SL1".into(),
-                daily_digest: Some(false),
-                channels: None,
-            }],
-        )
-        .with_links(keys.clone()),
-    ));
-    let ChannelSettings::Email(email) = &channel else {
-        unreachable!()
-    };
-    let smtp_channel: Arc<dyn Channel> =
-        Arc::new(qaloop::notify::email::SmtpChannel::new(email, Path::new(".")).unwrap());
-    let dispatcher = Dispatcher::new(
-        [("email".to_owned(), smtp_channel)].into(),
-        Arc::new(Templates::load(None).unwrap()),
-        RetryPolicy::from_config(&config),
-        None,
+    // Deliveries at 09:00 (the morning's pass) and 10:00 (when the page's clock completes the
+    // audit), so the moderator's notice goes out within the one simulated morning; and the
+    // moderator hears of new moderations at once rather than in the next morning's daily
+    // message, so one simulated morning covers the whole path.
+    let h = Harness::start(
+        db.store.clone(),
+        &["09:00", "10:00"],
+        vec![Preference {
+            staff_id: "SL1".into(),
+            daily_digest: Some(false),
+            channels: None,
+        }],
+        UrgentSettings::default(),
     )
-    .with_working_hours_of(&ctx);
+    .await;
+    let (store, smtp, base, dispatcher, clock) =
+        (&h.store, &h.smtp, &h.base, &h.dispatcher, &h.clock);
+    let page_keys = h.keys.clone();
 
     // Tuesday 1 June 2027, 09:00 London: the month's work is created and people are told.
-    let now: Timestamp = at("2027-06-01T08:00:00Z");
-    import_staff(&store, &ctx, &small_org(), "test", ctx.today(now), now)
-        .await
-        .unwrap();
-    reconcile(&store, &ctx, now).await.unwrap();
-    qaloop::notify::daily::decide(&store, &ctx, now)
-        .await
-        .unwrap();
-    dispatcher.dispatch(&store, now).await.unwrap();
-
-    let ctx = Arc::new(ctx);
-    let clock = Arc::new(FixedClock::new(at("2027-06-10T09:00:00Z")));
-    let page_keys = keys.clone();
-    let state = Arc::new(AppState {
-        store: store.clone(),
-        ctx: ctx.clone(),
-        keys,
-        clock: clock.clone(),
-        pages: templates::load(None).unwrap(),
-        organisation: "Example Council".into(),
-        urgent: qaloop::domain::UrgentSettings::default(),
-    });
-    tokio::spawn(serve(
-        listener,
-        app(state, 64 * 1024),
-        std::future::pending(),
-    ));
+    h.go_live(9).await;
+    clock.set(at("2027-06-10T09:00:00Z"));
 
     let driver = Driver::start().await;
     let profiles = tempfile::tempdir().unwrap();
@@ -424,11 +509,11 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
         let session = driver
             .session(javascript, &profiles.path().join(auditor))
             .await;
-        let audit = assignment(&store, "file-audit", auditor).await;
+        let audit = assignment(store, "file-audit", auditor).await;
 
         // The link out of the auditor's own message.
         let address = format!("{}@example-council.test", auditor.to_lowercase());
-        let link = links_for(&smtp, &address)
+        let link = links_for(smtp, &address)
             .into_iter()
             .find(|l| l.starts_with(&format!("{base}/a/{}?t=", audit.id)))
             .unwrap_or_else(|| panic!("no link to {} in {auditor}'s mail", audit.id));
@@ -493,13 +578,13 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
         assert_eq!(record.fields["actions"][0]["due"], "2027-07-01");
 
         // The line manager is told about the moderation; their link opens it.
-        let moderation = assignment(&store, "audit-moderation", "SL1").await;
+        let moderation = assignment(store, "audit-moderation", "SL1").await;
         assert_eq!(moderation.trigger_id, Some(audit.id));
         dispatcher
-            .dispatch(&store, at("2027-06-10T09:00:00Z"))
+            .dispatch(store, at("2027-06-10T09:00:00Z"))
             .await
             .unwrap();
-        let link = links_for(&smtp, "sl1@example-council.test")
+        let link = links_for(smtp, "sl1@example-council.test")
             .into_iter()
             .find(|l| l.starts_with(&format!("{base}/a/{}?t=", moderation.id)))
             .expect("the moderator's message links to the moderation");
@@ -544,7 +629,7 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
         );
 
         // The auditor's page shows the outcome.
-        let own = links_for(&smtp, &address)
+        let own = links_for(smtp, &address)
             .into_iter()
             .find(|l| l.starts_with(&format!("{base}/a/{}?t=", audit.id)))
             .unwrap();
@@ -570,7 +655,7 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
     session.axe("the tracker").await;
     session.screenshot("tracker.png").await;
 
-    let audit = assignment(&store, "file-audit", "TM1").await;
+    let audit = assignment(store, "file-audit", "TM1").await;
     store
         .raise_concerns(
             &[qaloop::domain::NewConcern {
@@ -600,4 +685,270 @@ async fn a_manager_records_an_audit_and_its_moderation_in_a_real_browser() {
     session.axe("the concern page").await;
     session.screenshot("concern.png").await;
     session.close().await;
+}
+
+both_backends!(an_urgent_concern_and_an_action_are_handled_from_their_messages_in_a_real_browser);
+
+/// Issue 8 end to end: an urgent concern recorded in the browser at 17:55 on a Friday is alerted
+/// at once and out of hours until its head of service acknowledges it through the alert's link;
+/// the action the same audit raised is marked done by its owner from their daily message and
+/// verified by the auditor from theirs; the senior-leadership digest that follows is rendered
+/// as its reader sees it (`slt-digest.png`).
+async fn an_urgent_concern_and_an_action_are_handled_from_their_messages_in_a_real_browser(
+    db: TestDb,
+) {
+    if !available() {
+        return;
+    }
+    let sqlite = matches!(db.target, support::store::Target::Sqlite(_));
+    let urgent = UrgentSettings {
+        notify_roles: vec!["directorate_lead".into()],
+        ..UrgentSettings::default()
+    };
+    let h = Harness::start(db.store.clone(), &["08:00"], vec![], urgent).await;
+    h.go_live(8).await;
+    let driver = Driver::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let session = driver.session(true, &profiles.path().join("all")).await;
+
+    // Friday 11 June 2027, 17:55 in London: TM1 records the month's audit with an urgent concern.
+    let friday = date(2027, 6, 11);
+    h.clock.set(h.local(friday, 17, 55));
+    let audit = assignment(&h.store, "file-audit", "TM1").await;
+    let link = h.links("TM1", &format!("/a/{}", audit.id)).remove(0);
+    session.open(&link).await;
+    session.wait_for("<h1>Case file audit</h1>").await;
+    session.type_into("case_reference", "CIN-007731").await;
+    for (field, value) in [
+        ("overall_grade", "Good"),
+        ("thread_assessment", "Good"),
+        ("thread_planning", "Good"),
+        ("thread_chronology", "Requires Improvement"),
+        ("thread_supervision", "Good"),
+        ("thread_childs_voice", "Good"),
+        ("thread_parent_engagement", "Good"),
+        ("child_asked", "yes"),
+        ("family_asked", "yes"),
+        ("feedback_given", "yes"),
+        ("urgent_concern", "yes"),
+        ("health_concern", "no"),
+    ] {
+        session.choose(field, value).await;
+    }
+    session.type_into("child_view", "Feels listened to").await;
+    session.type_into("went_well", "Regular visits").await;
+    session
+        .type_into("to_improve", "The chronology has gaps")
+        .await;
+    session
+        .type_into("actions.0.description", "Bring the chronology up to date")
+        .await;
+    session.type_into("actions.0.owner", "P1").await;
+    session.type_into("actions.0.due", "07092027").await;
+    session.click("button[type=submit]").await;
+    session.wait_for("Case file audit completed").await;
+
+    // The next dispatch, a minute later, alerts the head of service and the directorate lead.
+    let subjects = |h: &Harness| -> Vec<(String, String)> {
+        support::notify::mail(&h.smtp)
+            .into_iter()
+            .filter(|(_, subject, _)| subject.to_lowercase().contains("urgent concern"))
+            .map(|(to, subject, _)| (to, subject))
+            .collect()
+    };
+    h.between_passes(h.local(friday, 17, 56)).await;
+    let alerts = subjects(&h);
+    assert_eq!(
+        alerts,
+        [
+            (
+                "dir@example-council.test".to_owned(),
+                "Urgent concern: case CIN-007731".to_owned()
+            ),
+            (
+                "hos@example-council.test".to_owned(),
+                "Urgent concern: case CIN-007731".to_owned()
+            ),
+        ],
+        "alerted at once, to the head of service and the configured role"
+    );
+    // 18:56, after working hours: re-alerted, not held for Monday.
+    h.between_passes(h.local(friday, 18, 56)).await;
+    assert_eq!(subjects(&h).len(), 4, "{:?}", subjects(&h));
+
+    // 19:10: the head of service acknowledges through the link in their alert.
+    h.clock.set(h.local(friday, 19, 10));
+    let concern = h.store.concerns(true).await.unwrap().remove(0);
+    let link = h
+        .links("HOS", &format!("/concerns/{}", concern.id))
+        .pop()
+        .expect("the alert links to the concern");
+    session.open(&link).await;
+    session.wait_for("Acknowledge the concern").await;
+    session.axe("the concern before acknowledgement").await;
+    session
+        .type_into(
+            "what_next",
+            "Called the allocated worker; strategy meeting on Monday",
+        )
+        .await;
+    session.click("button[type=submit]").await;
+    session.wait_for("Concern acknowledged").await;
+    session.axe("the acknowledged concern").await;
+    let concern = h
+        .store
+        .concerns(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id == concern.id)
+        .unwrap();
+    assert_eq!(concern.acknowledged_by.as_deref(), Some("HOS"));
+    assert_eq!(concern.acknowledged_at, Some(h.local(friday, 19, 10)));
+
+    // Nothing re-alerts or escalates afterwards, all weekend.
+    let before = subjects(&h).len();
+    for (day, hour) in [
+        (friday, 19),
+        (friday, 21),
+        (friday, 23),
+        (date(2027, 6, 12), 9),
+    ] {
+        h.between_passes(h.local(day, hour, 56)).await;
+    }
+    assert_eq!(subjects(&h).len(), before, "{:?}", subjects(&h));
+
+    // Monday's daily message tells P1 of the action; P1 marks it done from the link.
+    let monday = date(2027, 6, 14);
+    h.morning(h.local(monday, 8, 0)).await;
+    let action = h
+        .store
+        .actions(&qaloop::store::ActionFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.description == "Bring the chronology up to date")
+        .unwrap();
+    let link = h
+        .links("P1", &format!("/actions/{}", action.id))
+        .pop()
+        .expect("P1's message links to the action");
+    h.clock.set(h.local(monday, 10, 0));
+    session.open(&link).await;
+    session.wait_for("Mark it as done").await;
+    session.axe("the action, open").await;
+    if sqlite {
+        session.screenshot("action.png").await;
+    }
+    session
+        .type_into("done_note", "Chronology updated to the end of May")
+        .await;
+    session.click("button[type=submit]").await;
+    session.wait_for("Action marked as done").await;
+
+    // Five working days on, TM1's daily message asks them to verify it; they do, from the link.
+    let mut day = monday;
+    let verify = loop {
+        day = day.tomorrow().unwrap();
+        h.morning(h.local(day, 8, 0)).await;
+        if let Some(link) = h.links("TM1", &format!("/actions/{}", action.id)).pop() {
+            break (day, link);
+        }
+        assert!(day < date(2027, 6, 30), "TM1 was never asked to verify");
+    };
+    assert_eq!(
+        verify.0,
+        date(2027, 6, 21),
+        "verify_within = 5 working days"
+    );
+    h.clock.set(h.local(verify.0, 10, 0));
+    session.open(&verify.1).await;
+    session.wait_for("Verify it").await;
+    session.axe("the action to verify").await;
+    if sqlite {
+        session.screenshot("action-verify.png").await;
+    }
+    session
+        .type_into("verify_note", "Checked the file: the chronology is current")
+        .await;
+    session
+        .click("input[name=\"change\"][value=\"verify\"] ~ button")
+        .await;
+    session.wait_for("Action verified").await;
+    let verified = h
+        .store
+        .actions(&qaloop::store::ActionFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.id == action.id)
+        .unwrap();
+    assert_eq!(verified.state, ActionState::Verified);
+
+    // TM2 raises an action by hand that P2 lets slip; then on to the senior-leadership digest
+    // before the June–July closing-the-loop review.
+    qaloop::engine::actions::raise(
+        &h.store,
+        &h.ctx,
+        &[qaloop::domain::NewAction {
+            source: qaloop::domain::ActionSource::Manual,
+            assignment_id: None,
+            description: "Hold the overdue supervision".into(),
+            owner: "P2".into(),
+            raised_by: "TM2".into(),
+            due: date(2027, 7, 1),
+            inadequate: false,
+        }],
+        &qaloop::domain::Actor::new("TM2", qaloop::domain::Via::Cli),
+        h.local(verify.0, 11, 0),
+    )
+    .await
+    .unwrap();
+    let digest = loop {
+        day = day.tomorrow().unwrap();
+        h.morning(h.local(day, 8, 0)).await;
+        if let Some(html) = html_of(&h.smtp, "dir@example-council.test", "Senior leadership") {
+            break html;
+        }
+        assert!(day < date(2027, 8, 31), "no digest reached DIR");
+    };
+    assert!(
+        digest.contains("<strong>1 action overdue</strong>")
+            && digest.contains("<strong>0 done but not yet verified</strong>"),
+        "the verified action is closed, the slipped one overdue: {digest}"
+    );
+    let file = profiles.path().join("slt-digest.html");
+    std::fs::write(&file, &digest).unwrap();
+    session.open(&format!("file://{}", file.display())).await;
+    session.wait_for("Closing the loop").await;
+    session
+        .axe("the senior-leadership digest (HTML email)")
+        .await;
+    if sqlite {
+        session.screenshot("slt-digest.png").await;
+    }
+    session.close().await;
+}
+
+/// The decoded HTML part of the newest message to `address` whose subject contains `subject`.
+fn html_of(smtp: &SmtpServer, address: &str, subject: &str) -> Option<String> {
+    let message = smtp.received().into_iter().rev().find(|m| {
+        m.rcpt_to.iter().any(|r| r == address)
+            && m.data
+                .lines()
+                .any(|l| l.starts_with("Subject: ") && l.contains(subject))
+    })?;
+    let part = message.data.split("Content-Type: text/html").nth(1)?;
+    let (headers, body) = part.split_once("\r\n\r\n")?;
+    let body = &body[..body.find("\r\n--").unwrap_or(body.len())];
+    let bytes = if headers.contains("base64") {
+        base64::engine::general_purpose::STANDARD
+            .decode(body.replace("\r\n", ""))
+            .unwrap()
+    } else if headers.contains("quoted-printable") {
+        quoted_printable::decode(body, quoted_printable::ParseMode::Robust).unwrap()
+    } else {
+        body.as_bytes().to_vec()
+    };
+    Some(String::from_utf8(bytes).unwrap())
 }

@@ -468,7 +468,7 @@ async fn a_digest_missed_during_downtime_is_sent_late_once(db: TestDb) {
         digests[0]
     );
     assert!(
-        digests[0].contains("This digest was due on 2027-07-23"),
+        digests[0].contains("This digest was due on Friday 23 July 2027"),
         "{}",
         digests[0]
     );

@@ -305,7 +305,17 @@ fn environment() -> Environment<'static> {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.add_filter("plural", plural);
+    env.add_filter("long_date", long_date);
     env
+}
+
+/// `{{ today|long_date }}`: `2027-07-23` as people read it, `Friday 23 July 2027`. The context
+/// keeps ISO dates (links, JSON, overrides that want them); text that people read uses this.
+/// Anything that is not an ISO date is left as it is.
+fn long_date(text: &str) -> String {
+    text.parse::<jiff::civil::Date>()
+        .map(super::planner::long_date)
+        .unwrap_or_else(|_| text.to_owned())
 }
 
 /// `{{ n|plural("working day") }}`: `1 working day`, `3 working days`.
@@ -866,7 +876,7 @@ mod tests {
             "Closing the loop: 2 actions overdue (was 4), 1 done but not yet verified (was 1), \
              1 Inadequate audit without a verified action plan.",
             "- Audit 88 by Sam Jones: 1 of 2 actions verified.",
-            "- Action 12 (owner Alex Brown): 9 working days overdue (due 2027-05-10); from an \
+            "- Action 12 (owner Alex Brown): 9 working days overdue (due Monday 10 May 2027); from an \
              Inadequate audit; reopened 1x.",
             "- Action 15 (owner Sam Jones): done, waiting 6 working days for verification.",
         ] {

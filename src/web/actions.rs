@@ -356,8 +356,12 @@ impl ActionPage {
             id: a.id,
             description: a.description.clone(),
             from: self.from.as_ref().map(|(audit, title, _)| {
-                format!("{title}, {} (completed by {})", audit.period_label,
-                    audit.completed_by.as_deref().unwrap_or("-"))
+                let period =
+                    crate::schedule::period::describe(audit.period_start, audit.period_end, state.ctx.fy);
+                match audit.completed_by.as_deref() {
+                    Some(by) => format!("{title}, {period} (completed by {})", name(by)),
+                    None => format!("{title}, {period}"),
+                }
             }),
             source: match a.source {
                 ActionSource::Audit => "An audit",
