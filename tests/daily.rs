@@ -1,7 +1,8 @@
-//! The default daily message over a simulated two months on SQLite and PostgreSQL, through a real
-//! SMTP server on loopback: at most one routine message per person per working day, work
-//! created in the afternoon in the next morning's message, and managers told of their reports'
-//! escalated work inside their own daily message.
+//! The default daily message over simulated months (and a year of audit actions) on SQLite and
+//! PostgreSQL, through a real SMTP server on loopback: at most one routine message per person
+//! per working day, work created in the afternoon in the next morning's message, managers told
+//! of their reports' escalated work inside their own daily message, and actions chased,
+//! verified, reopened and handed over by the same machinery.
 
 mod support;
 
@@ -19,6 +20,7 @@ use support::smtp::{Options, SmtpServer};
 use support::store::TestDb;
 
 both_backends!(
+    a_year_of_audit_actions_is_chased_verified_reopened_and_handed_over,
     actions_are_chased_in_the_same_daily_message,
     a_digest_missed_during_downtime_is_sent_late_once,
     two_months_of_daily_messages_one_per_person_per_day,
@@ -478,4 +480,358 @@ fn header(data: &str, name: &str) -> Option<String> {
     data.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
         .map(str::to_owned)
+}
+
+/// What one simulated person did to an action, and when.
+#[derive(Default)]
+struct Story {
+    raised: Option<Date>,
+    done: Vec<Date>,
+    verified: Option<Date>,
+    reopened: Option<Date>,
+}
+
+/// Issue 8's year: every month TM1's and TM2's case file audits raise an action each (TM2's
+/// audits are graded Inadequate every other month: shorter due dates, escalation a level
+/// sooner). P1 does theirs three working days early and TM1 verifies two days later — except
+/// once, in September, when TM1 reopens it first. TM2's team lets theirs slip eight working days
+/// and TM2 verifies a week after. P2 leaves on 1 November (their unverified actions go to TM2,
+/// whose manager SL1 then verifies them) and P3 joins in their place. Checked from the mail:
+/// one routine message per person per working day; each action's link reaches the owner's
+/// manager first on the escalation day the rules give, the next manager up only for Inadequate
+/// audits' actions, the raiser on the verification reminder day; nobody hears of an action once
+/// it is verified, and the leaver hears nothing after leaving.
+async fn a_year_of_audit_actions_is_chased_verified_reopened_and_handed_over(db: TestDb) {
+    use qaloop::domain::{ActionChange, ActionState, NewRecord};
+    use qaloop::engine::actions::{change, default_due};
+    use qaloop::engine::complete_with_record;
+    use qaloop::store::ActionFilter;
+    use std::collections::{BTreeSet, HashMap};
+
+    let smtp = SmtpServer::start(Options::default()).await;
+    let (mut ctx, dispatcher) = start_with(smtp.port(), &NotifyConfig::default(), vec![]);
+    ctx.start_date = Some(date(2027, 4, 1));
+    let local = |day: Date, hour: i8| -> Timestamp {
+        day.at(hour, 0, 0, 0)
+            .to_zoned(ctx.tz.clone())
+            .unwrap()
+            .timestamp()
+    };
+    let cal = ctx.calendar.clone();
+    let leaves = date(2027, 11, 1);
+    let after_leaving = {
+        let mut staff = small_org();
+        let p2 = staff.iter().position(|p| p.staff_id == "P2").unwrap();
+        let mut p3 = staff.remove(p2);
+        p3.staff_id = "P3".into();
+        p3.name = "Person P3".into();
+        p3.email = "p3@example-council.test".into();
+        staff.push(p3);
+        staff
+    };
+    let by = |id: &str| Actor::new(id, Via::Link);
+    let mut stories: BTreeMap<i64, Story> = BTreeMap::new();
+    let mut audited: BTreeSet<(String, String)> = BTreeSet::new();
+
+    let mut day = date(2027, 4, 1);
+    while day <= date(2028, 3, 31) {
+        if !cal.is_working_day(day) {
+            day = day.tomorrow().unwrap();
+            continue;
+        }
+        let staff = if day < leaves {
+            small_org()
+        } else {
+            after_leaving.clone()
+        };
+        import_staff(&db.store, &ctx, &staff, "test", day, local(day, 6))
+            .await
+            .unwrap();
+        reconcile(&db.store, &ctx, local(day, 7)).await.unwrap();
+        qaloop::notify::daily::decide(&db.store, &ctx, local(day, 8))
+            .await
+            .unwrap();
+        dispatcher.dispatch(&db.store, local(day, 9)).await.unwrap();
+
+        // The month's audits, on its fifth working day.
+        let month_start = day.first_of_month();
+        let nth = cal.working_days_between(month_start.yesterday().unwrap(), day);
+        let actions = db.store.actions(&ActionFilter::default()).await.unwrap();
+        let before: BTreeSet<i64> = actions.iter().map(|a| a.id).collect();
+        if nth >= 5 {
+            for (auditor, owner) in [
+                ("TM1", "P1"),
+                ("TM2", if day < leaves { "P2" } else { "P3" }),
+            ] {
+                let key = (auditor.to_owned(), format!("{}", month_start));
+                if audited.contains(&key) {
+                    continue;
+                }
+                let audit = db
+                    .store
+                    .assignments(&AssignmentFilter {
+                        statuses: vec![qaloop::domain::Status::Open],
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|a| a.activity_id == "file-audit" && a.assignee == auditor)
+                    .unwrap_or_else(|| panic!("{auditor} has no open audit on {day}"));
+                let inadequate = auditor == "TM2" && day.month() % 2 == 1;
+                let record = NewRecord {
+                    form_id: "case-file-audit".into(),
+                    fields: serde_json::json!({
+                        "case_reference": format!("CIN-{:06}", audit.id),
+                        "overall_grade": if inadequate { "Inadequate" } else { "Good" },
+                        "actions": [{
+                            "description": "Update the plan",
+                            "owner": owner,
+                            "due": default_due(&ctx, day, inadequate).to_string(),
+                        }],
+                    }),
+                    outcomes: vec![],
+                };
+                complete_with_record(
+                    &db.store,
+                    &ctx,
+                    audit.id,
+                    &by(auditor),
+                    None,
+                    Some(&record),
+                    local(day, 10),
+                )
+                .await
+                .unwrap();
+                audited.insert(key);
+            }
+            let now = db.store.actions(&ActionFilter::default()).await.unwrap();
+            for a in now.iter().filter(|a| !before.contains(&a.id)) {
+                stories.entry(a.id).or_default().raised = Some(day);
+            }
+        }
+
+        // What people do about their actions, at 11:00 (tomorrow's message shows it).
+        for a in actions {
+            let story = stories.entry(a.id).or_default();
+            let ago = |d: Option<&Date>| d.map(|d| cal.working_days_between(*d, day));
+            let step = match a.state {
+                ActionState::Open if a.raised_by == "TM1" => {
+                    (cal.working_days_between(day, a.due) == 3 && day < a.due).then(|| {
+                        (
+                            a.owner.clone(),
+                            ActionChange::Done {
+                                note: "Done".into(),
+                            },
+                        )
+                    })
+                }
+                ActionState::Open => (a.due < day && cal.working_days_between(a.due, day) == 8)
+                    .then(|| {
+                        (
+                            a.owner.clone(),
+                            ActionChange::Done {
+                                note: "Done".into(),
+                            },
+                        )
+                    }),
+                ActionState::Done if a.raised_by == "TM1" => (ago(story.done.last()) == Some(2))
+                    .then(|| {
+                        (
+                            "TM1".to_owned(),
+                            ActionChange::Verify {
+                                note: "Seen".into(),
+                            },
+                        )
+                    }),
+                ActionState::Done => (ago(story.done.last()) == Some(7)).then(|| {
+                    let verifier = if a.owner == a.raised_by { "SL1" } else { "TM2" };
+                    (
+                        verifier.to_owned(),
+                        ActionChange::Verify {
+                            note: "Seen".into(),
+                        },
+                    )
+                }),
+                _ => None,
+            };
+            let Some((actor, mut asked)) = step else {
+                continue;
+            };
+            // Once, in September, TM1 reopens P1's action instead of verifying it.
+            if matches!(asked, ActionChange::Verify { .. })
+                && a.raised_by == "TM1"
+                && day.month() == 9
+                && !stories.values().any(|s| s.reopened.is_some())
+            {
+                asked = ActionChange::Reopen {
+                    due: cal.nth_working_day_after(day, 10),
+                    reason: "Not in the file yet".into(),
+                };
+            }
+            change(&db.store, &ctx, a.id, &asked, &by(&actor), local(day, 11))
+                .await
+                .unwrap_or_else(|e| panic!("{actor} {asked:?} action {} on {day}: {e}", a.id));
+            let story = stories.get_mut(&a.id).unwrap();
+            match asked {
+                ActionChange::Done { .. } => story.done.push(day),
+                ActionChange::Verify { .. } => story.verified = Some(day),
+                ActionChange::Reopen { .. } => story.reopened = Some(day),
+            }
+        }
+        day = day.tomorrow().unwrap();
+    }
+
+    // Every message as (recipient, day, action ids it links to, whether it is the SLT digest).
+    let messages: Vec<(String, Date, BTreeSet<i64>, bool)> = smtp
+        .received()
+        .into_iter()
+        .map(|m| {
+            let day = header(&m.data, "Date")
+                .and_then(|d| jiff::fmt::rfc2822::parse(&d).ok())
+                .map(|z| z.date())
+                .expect("a Date header");
+            let body = m.data.replace("=\r\n", "");
+            let ids = body
+                .split("/actions/")
+                .skip(1)
+                .filter_map(|rest| {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    digits.parse().ok()
+                })
+                .collect();
+            let digest = header(&m.data, "Message-ID").is_some_and(|id| id.contains("slt_digest"));
+            (m.rcpt_to.join(","), day, ids, digest)
+        })
+        .collect();
+    let mut per_day: HashMap<(&str, Date), usize> = HashMap::new();
+    for (to, day, _, digest) in &messages {
+        assert!(cal.is_working_day(*day), "mail to {to} on {day}");
+        if !digest {
+            *per_day.entry((to.as_str(), *day)).or_default() += 1;
+        }
+    }
+    let worst = per_day.iter().max_by_key(|(_, n)| **n).unwrap();
+    assert_eq!(*worst.1, 1, "routine messages on one day: {worst:?}");
+    // The days on which `who` was told of action `id`.
+    let told = |who: &str, id: i64| -> Vec<Date> {
+        let address = format!("{}@example-council.test", who.to_lowercase());
+        messages
+            .iter()
+            .filter(|(to, _, ids, _)| *to == address && ids.contains(&id))
+            .map(|(_, day, _, _)| *day)
+            .collect()
+    };
+
+    let actions = db.store.actions(&ActionFilter::default()).await.unwrap();
+    assert_eq!(actions.len(), 24, "two audits a month, one action each");
+    let mut escalated = 0;
+    for a in &actions {
+        let story = &stories[&a.id];
+        let verified = story.verified;
+        // Nobody hears of it once it is verified.
+        for who in ["P1", "P2", "P3", "TM1", "TM2", "SL1", "HOS"] {
+            let late: Vec<_> = told(who, a.id)
+                .into_iter()
+                .filter(|d| verified.is_some_and(|v| *d > v))
+                .collect();
+            assert!(
+                late.is_empty(),
+                "{who} told of verified action {} on {late:?}",
+                a.id
+            );
+        }
+        if a.raised_by != "TM2" {
+            // P1's, done early: their manager TM1 never hears of them as overdue, nor SL1.
+            assert!(told("SL1", a.id).is_empty(), "action {}", a.id);
+            continue;
+        }
+        // TM2's team's, eight working days late: TM2 hears first on the escalation day (the
+        // first overdue day for an Inadequate audit's, the fifth otherwise); SL1 only for an
+        // Inadequate audit's (its fifth overdue day), as the others are done by the tenth.
+        let due = a.due;
+        let first_overdue = cal.nth_working_day_after(due, 1);
+        let escalation = if a.inadequate {
+            first_overdue
+        } else {
+            cal.nth_working_day_after(due, 5)
+        };
+        if a.owner == "TM2" {
+            continue; // handed over: TM2 owns it, checked below
+        }
+        let to_tm2 = told("TM2", a.id);
+        if escalation < story.done[0] {
+            assert_eq!(
+                to_tm2.first(),
+                Some(&escalation),
+                "action {} (due {due})",
+                a.id
+            );
+            escalated += 1;
+        }
+        let to_sl1 = told("SL1", a.id);
+        if a.inadequate && cal.nth_working_day_after(due, 5) < story.done[0] {
+            assert_eq!(
+                to_sl1.first(),
+                Some(&cal.nth_working_day_after(due, 5)),
+                "action {}",
+                a.id
+            );
+        } else {
+            assert!(
+                to_sl1.is_empty(),
+                "SL1 told of action {} on {to_sl1:?}",
+                a.id
+            );
+        }
+        // Done, then unverified for five working days: TM2 is asked to verify it.
+        let remind = cal.nth_working_day_after(story.done[0], 5);
+        if verified.is_some_and(|v| v > remind) {
+            assert!(
+                to_tm2.contains(&remind),
+                "verify reminder for action {}",
+                a.id
+            );
+        }
+    }
+    assert!(escalated >= 8, "only {escalated} actions escalated to TM2");
+
+    // The September reopen: done again after it, then verified.
+    let reopened: Vec<_> = actions.iter().filter(|a| a.reopened == 1).collect();
+    assert_eq!(reopened.len(), 1);
+    assert_eq!(stories[&reopened[0].id].done.len(), 2);
+    assert_eq!(reopened[0].state, ActionState::Verified);
+
+    // The leaver: whatever P2 had not had verified went to TM2 on 1 November, with a history
+    // row; P2 heard nothing from then on; P3 took over the monthly actions.
+    let handed: Vec<_> = actions
+        .iter()
+        .filter(|a| a.owner == "TM2" && a.raised_by == "TM2")
+        .collect();
+    assert!(!handed.is_empty(), "P2 left with nothing open");
+    for a in &handed {
+        let history = db.store.action_history(a.id).await.unwrap();
+        assert!(
+            history
+                .iter()
+                .any(|h| h.event == "reassigned" && h.detail == "from P2 to TM2 (leaver)"),
+            "{history:?}"
+        );
+    }
+    assert!(
+        messages
+            .iter()
+            .all(|(to, d, _, _)| to != "p2@example-council.test" || *d < leaves),
+        "P2 had mail after leaving"
+    );
+    assert!(actions.iter().any(|a| a.owner == "P3"));
+    // Everything raised before February is verified by the end of March.
+    let open_old: Vec<_> = actions
+        .iter()
+        .filter(|a| {
+            stories[&a.id].raised.unwrap() < date(2028, 2, 1) && a.state != ActionState::Verified
+        })
+        .map(|a| (a.id, a.owner.clone(), a.state))
+        .collect();
+    assert!(open_old.is_empty(), "{open_old:?}");
 }
