@@ -23,7 +23,7 @@ both_backends!(
     a_year_of_audit_actions_is_chased_verified_reopened_and_handed_over,
     actions_are_chased_in_the_same_daily_message,
     a_digest_missed_during_downtime_is_sent_late_once,
-    two_months_of_daily_messages_one_per_person_per_day,
+    a_year_of_daily_messages_one_per_person_per_day,
     the_auditor_hears_the_moderation_outcome_in_the_next_daily_message,
 );
 
@@ -115,13 +115,14 @@ async fn the_auditor_hears_the_moderation_outcome_in_the_next_daily_message(db: 
         "{body}"
     );
     assert!(
-        body.contains(&format!("/a/{}", audit.id))
-            || body.contains(&format!("/assignments/{}", audit.id)),
+        body.contains(&format!("/a/{}", audit.id)) || body.contains(&format!("/a/{}", audit.id)),
         "{body}"
     );
 }
 
-async fn two_months_of_daily_messages_one_per_person_per_day(db: TestDb) {
+/// A year (May 2027 to April 2028) in which TM1 falls behind and never completes anything and
+/// TM2 completes each audit in the middle of a day.
+async fn a_year_of_daily_messages_one_per_person_per_day(db: TestDb) {
     let smtp = SmtpServer::start(Options::default()).await;
     let (mut ctx, dispatcher) = start_with(smtp.port(), &NotifyConfig::default(), vec![]);
     ctx.start_date = Some(date(2027, 5, 1));
@@ -147,13 +148,18 @@ async fn two_months_of_daily_messages_one_per_person_per_day(db: TestDb) {
     // which creates a moderation for SL1 in the middle of the day.
     let mut day = date(2027, 5, 1);
     let mut moderations_created: Vec<Date> = Vec::new();
-    while day <= date(2027, 6, 30) {
+    while day <= date(2028, 4, 30) {
         let morning = local(day, 7, 30);
         reconcile(&db.store, &ctx, morning).await.unwrap();
         qaloop::notify::daily::decide(&db.store, &ctx, morning)
             .await
             .unwrap();
-        for hour in 8..18 {
+        let hours = if ctx.calendar.is_working_day(day) {
+            8..18
+        } else {
+            8..9
+        };
+        for hour in hours {
             dispatcher
                 .dispatch(&db.store, local(day, hour, 0))
                 .await
@@ -208,7 +214,7 @@ async fn two_months_of_daily_messages_one_per_person_per_day(db: TestDb) {
             .or_default()
             .push(kind);
     }
-    assert!(received.len() > 20, "a real two months: {}", received.len());
+    assert!(received.len() > 200, "a real year: {}", received.len());
     for ((who, day), kinds) in &per_day {
         // The senior-leadership digest comes on its own, on its bi-monthly day.
         let kinds: Vec<&String> = kinds.iter().filter(|k| *k != "slt_digest").collect();
@@ -230,7 +236,7 @@ async fn two_months_of_daily_messages_one_per_person_per_day(db: TestDb) {
         .received()
         .into_iter()
         .find(|m| header(&m.data, "Message-ID").is_some_and(|id| id.starts_with("<slt_digest")))
-        .expect("a senior-leadership digest in two months");
+        .expect("a senior-leadership digest in the year");
     let body = digest.data.replace("=\r\n", "");
     assert!(
         body.contains("Closing the loop: 0 actions overdue"),
@@ -270,6 +276,93 @@ async fn two_months_of_daily_messages_one_per_person_per_day(db: TestDb) {
     let body = sl1.data.replace("=\r\n", "");
     assert!(body.contains("Your team's overdue work"), "{body}");
     assert!(body.contains("Person TM1's case file audit"), "{body}");
+
+    // The timing rules, checked against every one of TM1's case file audits over the year:
+    // each is in TM1's message on its reminder days (5 and 1 working days before), its due
+    // date and every third working day overdue (the 1st, 4th, 7th …), once in that message, and
+    // on no other day; and in SL1's message on the 5th working day overdue, HOS's on the 10th.
+    let audits: Vec<_> = db
+        .store
+        .assignments(&AssignmentFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.activity_id == "file-audit" && a.assignee == "TM1")
+        .collect();
+    assert_eq!(audits.len(), 12, "one a month");
+    let cal = &ctx.calendar;
+    let end = date(2028, 4, 30);
+    let days_of = |address: &str, id: i64| -> Vec<Date> {
+        smtp.received()
+            .into_iter()
+            .filter(|m| m.rcpt_to.iter().any(|r| r == address))
+            .filter_map(|m| {
+                let text = m.data.replace("=\r\n", "");
+                // The plain-text part lists each item once (the HTML part repeats it).
+                let plain = text
+                    .split("Content-Type: text/html")
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                let n = plain
+                    .split("/a/")
+                    .skip(1)
+                    .filter(|rest| {
+                        let digits: String =
+                            rest.chars().take_while(char::is_ascii_digit).collect();
+                        digits == id.to_string()
+                    })
+                    .count();
+                assert!(
+                    n <= 1,
+                    "{address}: assignment {id} listed {n} times in one message"
+                );
+                (n == 1).then(|| {
+                    jiff::fmt::rfc2822::parse(&header(&m.data, "Date").unwrap())
+                        .unwrap()
+                        .date()
+                })
+            })
+            .collect()
+    };
+    for audit in audits.iter().filter(|a| a.due <= end) {
+        let due = audit.due;
+        let mut expected: Vec<Date> = [5, 1]
+            .into_iter()
+            .map(|n| cal.nth_working_day_before(due, n))
+            .filter(|d| *d >= audit.period_start && *d > date(2027, 5, 1))
+            .collect();
+        expected.push(due);
+        let mut n = 1;
+        while cal.nth_working_day_after(due, n) <= end {
+            expected.push(cal.nth_working_day_after(due, n));
+            n += 3;
+        }
+        // The first day of a month's work is its "new" day (its message lists it too).
+        let new_day = cal.nth_working_day_from(audit.period_start.max(date(2027, 5, 1)), 1);
+        if !expected.contains(&new_day) {
+            expected.push(new_day);
+        }
+        expected.sort();
+        assert_eq!(
+            days_of("tm1@example-council.test", audit.id),
+            expected,
+            "TM1's audit for {} (due {due})",
+            audit.period_label
+        );
+        let sl1 = days_of("sl1@example-council.test", audit.id);
+        assert_eq!(
+            sl1.first(),
+            Some(&cal.nth_working_day_after(due, 5)).filter(|d| **d <= end),
+            "SL1 on the 5th working day overdue"
+        );
+        let hos = days_of("hos@example-council.test", audit.id);
+        assert_eq!(
+            hos.first(),
+            Some(&cal.nth_working_day_after(due, 10)).filter(|d| **d <= end),
+            "HOS on the 10th working day overdue"
+        );
+    }
 }
 
 /// The bodies of the messages `address` received with a `Date:` on `day` (soft line breaks

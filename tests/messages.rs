@@ -150,7 +150,7 @@ async fn a_go_live_mid_month_welcomes_everyone_once_and_never_chases_earlier_wor
 
     // PU's welcome lists the data pack, once, as late before go-live; nothing after it
     // mentions the pack again (no chase, no escalation to PU's manager).
-    let pack_link = format!("/assignments/{}", pack.id);
+    let pack_link = format!("/a/{}", pack.id);
     let pu_welcome = received
         .iter()
         .find(|m| m.rcpt_to == ["pu@example-council.test"] && kind_of(&m.data) == "welcome")
@@ -312,7 +312,7 @@ async fn reassigning_a_to_b_to_a_tells_a_twice(db: TestDb) {
         .await
         .unwrap();
 
-    let link = format!("/assignments/{}", audit.id);
+    let link = format!("/a/{}", audit.id);
     let told = |to: &str| {
         smtp.received()
             .iter()

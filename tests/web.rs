@@ -699,10 +699,7 @@ fn routed_messages_carry_links_signed_for_each_recipient() {
         (grant.staff_id.as_str(), grant.purpose, grant.item),
         ("SL1", Purpose::Item, Some(7))
     );
-    assert_eq!(
-        plain.link("SL1", 7, today),
-        "http://localhost:8080/assignments/7"
-    );
+    assert_eq!(plain.link("SL1", 7, today), "http://localhost:8080/a/7");
     // The same notice to a shared chat channel carries no personal link.
     let teams: ChannelSettings = toml::from_str(
         "kind = \"teams\"\nname = \"slt-teams\"\nurl = \"https://example.test/hook\"\n",

@@ -229,7 +229,7 @@ impl Router {
                 &format!("/a/{assignment_id}"),
                 today,
             ),
-            None => format!("{}/assignments/{assignment_id}", self.base_url),
+            None => format!("{}/a/{assignment_id}", self.base_url),
         }
     }
 

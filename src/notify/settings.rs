@@ -101,7 +101,7 @@ pub fn expand_credentials(path: &std::path::Path) -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
-    /// Base URL of qaloop's pages; each message links to `{base_url}/assignments/{id}`.
+    /// Base URL of qaloop's pages; each message links to `{base_url}/a/{id}` (signed `?t=` when `[web] link_key_file` is set).
     pub base_url: String,
     /// Folder of per-council template overrides (files named like `config/templates/`).
     pub templates_dir: Option<PathBuf>,

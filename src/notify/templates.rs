@@ -457,7 +457,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
         due: due.0.to_owned(),
         due_long: due.1.to_owned(),
         assignee: "S0012".to_owned(),
-        link: format!("{BASE_URL}/assignments/{id}"),
+        link: format!("{BASE_URL}/a/{id}"),
         ..Item::default()
     };
     let due_soon = Item {
@@ -556,7 +556,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
                 moderator_name: "Uma Barker".to_owned(),
                 agreed: 6,
                 total: 7,
-                link: format!("{BASE_URL}/assignments/90"),
+                link: format!("{BASE_URL}/a/90"),
             }];
             ctx.team_items = vec![Item {
                 assignee_name: "Sam Jones".to_owned(),
@@ -646,7 +646,7 @@ pub fn sample_context(kind: Kind) -> TemplateContext {
                     auditor_name: "Sam Jones".to_owned(),
                     actions: 2,
                     verified: 1,
-                    link: format!("{BASE_URL}/assignments/88"),
+                    link: format!("{BASE_URL}/a/88"),
                 }],
                 tracker_link: format!("{BASE_URL}/tracker"),
             });
@@ -755,7 +755,7 @@ mod tests {
             "Reminder: Case file audit, May 2027, due Friday 28 May 2027"
         );
         assert!(reminder.text.ends_with(&format!(
-            "Open it in qaloop: https://qaloop.council.example/assignments/101\n\n{FOOTER}\n"
+            "Open it in qaloop: https://qaloop.council.example/a/101\n\n{FOOTER}\n"
         )));
         assert!(reminder.text.contains("in 4 working days"));
         assert_eq!(
@@ -942,7 +942,7 @@ mod tests {
             1,
             "only the before-go-live item says so: {text}"
         );
-        assert!(text.contains("https://qaloop.council.example/assignments/101"));
+        assert!(text.contains("https://qaloop.council.example/a/101"));
     }
 
     #[test]
