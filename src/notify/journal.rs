@@ -20,7 +20,11 @@
 //!   would not be read if it never came back (a replacement machine, a node taken out of
 //!   service), and the survivor would resend up to a group per channel. So each delivery is
 //!   recorded in the outbox at once ([`Store::record_delivery`]: one guarded `UPDATE`, one
-//!   round trip, committed without waiting for `fsync`), which every node sees.
+//!   round trip, committed without waiting for `fsync`), which every node sees. The next send
+//!   waits for that round trip, which halves throughput against loopback peers (BENCHMARKS.md,
+//!   "Dispatch"). The alternatives, not taken: record message *n* while *n + 1* is sent
+//!   (a bound of two per kill), or a file per node as on SQLite (the group bound, 65 per
+//!   channel, for a node that never comes back).
 //!
 //! **Invariant:** a delivery is noted only after the channel accepted the message, and before
 //! the next message on its channel is sent; the file is emptied only after every line in it
