@@ -125,8 +125,8 @@ pub struct Dispatcher {
     /// How long a claim reserves its rows; renewed every third of it while sending.
     lease: SignedDuration,
     /// The sent journal's file (SQLite): each delivery is noted there before its group is
-    /// recorded, so a kill resends at most the message in flight (`journal.rs`). On PostgreSQL
-    /// the journal is the database, whatever this says.
+    /// recorded, so a kill resends at most the message in flight (`journal.rs`). Unused on
+    /// PostgreSQL, where the journal is the database itself.
     journal: Option<std::path::PathBuf>,
 }
 
