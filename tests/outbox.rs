@@ -5,14 +5,19 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use qaloop::domain::{Actor, Via};
 use qaloop::engine::{complete, import_staff, reconcile};
+use qaloop::notify::dispatcher::{Dispatcher, RetryPolicy};
+use qaloop::notify::email::SmtpChannel;
 use qaloop::notify::settings::NotifyConfig;
+use qaloop::notify::templates::Templates;
+use qaloop::notify::{Channel, ChannelSettings, DeliverFuture};
 use qaloop::store::OutboxStatus;
-use support::notify::{mail, start};
+use support::notify::{mail, smtp_channel, start};
 use support::org::{at, small_org};
 use support::smtp::{Options, SmtpServer};
 use support::store::TestDb;
@@ -22,7 +27,106 @@ both_backends!(
     a_reminder_cancelled_while_it_is_failing_is_never_sent,
     a_relay_down_over_a_weekend_loses_nothing_with_default_settings,
     a_daily_message_held_by_an_outage_drops_what_was_done_meanwhile,
+    each_delivery_is_noted_before_the_next_send,
 );
+
+/// A channel that, before each delivery, checks that every message it delivered before is
+/// noted where a killed dispatch's successor would find it (the sent journal, `journal.rs`):
+/// recorded as sent in the outbox, or (SQLite) a line in `<db>.sent`. Delivers to a real relay.
+struct Watching {
+    /// The channel that sends.
+    inner: Arc<dyn Channel>,
+    /// The outbox to look in, on a pool of its own.
+    store: qaloop::store::Store,
+    /// The SQLite journal file, when there is one.
+    journal: Option<std::path::PathBuf>,
+    /// Keys delivered so far, and every key found un-noted at a later send.
+    seen: std::sync::Mutex<(Vec<String>, Vec<String>)>,
+}
+
+impl Channel for Watching {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn reaches(&self, recipient: &qaloop::notify::Recipient) -> bool {
+        self.inner.reaches(recipient)
+    }
+
+    fn deliver<'a>(&'a self, message: &'a qaloop::notify::Message) -> DeliverFuture<'a> {
+        Box::pin(async move {
+            let rows = self.store.outbox(None, 100_000).await.unwrap();
+            let journal = self
+                .journal
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_default();
+            let noted = |key: &String| {
+                rows.iter().any(|r| {
+                    &r.key == key
+                        && (r.status == OutboxStatus::Sent
+                            || journal
+                                .lines()
+                                .any(|l| l.split(' ').next() == Some(&r.id.to_string())))
+                })
+            };
+            {
+                let mut seen = self.seen.lock().unwrap();
+                let missing: Vec<String> = seen.0.iter().filter(|k| !noted(k)).cloned().collect();
+                seen.1.extend(missing);
+            }
+            self.inner.deliver(message).await?;
+            self.seen.lock().unwrap().0.push(message.key.clone());
+            Ok(())
+        })
+    }
+}
+
+/// The sent journal's invariant, on both backends: a delivery is noted before the next message
+/// on its channel goes out, so a dispatch killed at any moment resends at most the one in
+/// flight.
+async fn each_delivery_is_noted_before_the_next_send(db: TestDb) {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let config = at_nine();
+    let (ctx, _) = start(smtp.port(), &config);
+    let now = at(MORNING);
+    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
+        .await
+        .unwrap();
+    live_since_april(&db).await;
+    reconcile(&db.store, &ctx, now).await.unwrap();
+    let journal = match &db.target {
+        support::store::Target::Sqlite(url) => qaloop::notify::journal::path_for(url),
+        support::store::Target::Postgres { .. } => None,
+    };
+    let ChannelSettings::Email(email) = smtp_channel(smtp.port()) else {
+        unreachable!()
+    };
+    let watching = Arc::new(Watching {
+        inner: Arc::new(SmtpChannel::new(&email, std::path::Path::new(".")).unwrap()),
+        store: db.second_store().await,
+        journal: journal.clone(),
+        seen: Default::default(),
+    });
+    let dispatcher = Dispatcher::new(
+        [("email".to_owned(), watching.clone() as Arc<dyn Channel>)].into(),
+        Arc::new(Templates::load(None).unwrap()),
+        RetryPolicy::from_config(&config),
+        None,
+    )
+    .with_working_hours_of(&ctx)
+    .with_journal(journal);
+
+    let report = dispatcher.dispatch(&db.store, now).await.unwrap();
+
+    let (delivered, missing) = &*watching.seen.lock().unwrap();
+    assert!(delivered.len() >= 6, "enough to see: {}", delivered.len());
+    assert_eq!(report.sent, delivered.len());
+    assert!(
+        missing.is_empty(),
+        "delivered, not noted before the next send: {missing:?}"
+    );
+}
 
 /// A daily message held by a relay outage re-checks its items when it finally goes out: work
 /// completed meanwhile drops out, and a message with nothing left is withdrawn, not sent.

@@ -12,17 +12,19 @@
 //! group's first outcome has waited [`RECORD_WITHIN`]; when a full group is waiting behind the
 //! one being written, sending waits for the write.
 //!
-//! **Bound:** up to `2 × RECORD_BATCH + 1` = 65 rows per channel are unrecorded in the database
-//! at any moment (a group being written, a group waiting, the message being sent). So that a
-//! process killed mid-dispatch (a crash, `kill -9`; a shutdown signal waits for the pass) does
-//! not resend them all, each delivery is first noted in the sent journal (`journal.rs`: one
-//! `write` to a local file, no commit), and the next dispatch records the journal's rows before
-//! it claims anything: a kill resends at most the message in flight on each channel. Recording
-//! each row in the database before sending the next would give the same bound, but costs a
-//! commit per message, which takes longer than the send itself on PostgreSQL (commits wait for
-//! `fsync`) and about as much CPU as the send on SQLite (`benches/dispatch.rs`, BENCHMARKS.md).
-//! The journal is SQLite's only (see `journal.rs`); on PostgreSQL the bound stays 65 per
-//! channel, and power loss (the journal is not `fsync`ed) can also reach it.
+//! **Bound:** up to `2 × RECORD_BATCH + 1` = 65 rows per channel would be unrecorded in the
+//! database at any moment (a group being written, a group waiting, the message being sent).
+//! So that a process killed mid-dispatch (a crash, `kill -9`; a shutdown signal waits for the
+//! pass) does not resend them all, each delivery is first noted in the sent journal
+//! (`journal.rs`) before the next message on its channel goes out: on SQLite a line in a local
+//! file (one `write`, no commit) that the next dispatch records before it claims anything; on
+//! PostgreSQL, where another node may claim a dead node's rows, the outbox row itself, at once
+//! (one `UPDATE` whose commit does not wait for `fsync`). Either way a kill resends at most the
+//! message in flight on each channel: accepted by the peer, not yet noted. Recording every
+//! outcome with a commit that waits for `fsync` before the next send would cost milliseconds
+//! per message on PostgreSQL, longer than the send itself (`benches/dispatch.rs`,
+//! BENCHMARKS.md). Power loss is not covered: neither note waits for the disk, so the last
+//! moments' notes can be lost, and their messages sent again (never lost).
 //!
 //! While a batch is being sent, the next one is claimed (its recipients looked up with it), so
 //! the database works while the network does. Its rows come after the current batch's in queue
@@ -38,7 +40,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::context::{Failure, TemplateContext};
-use super::journal::Journal;
+use super::journal::{FileJournal, Journal};
 use super::settings::NotifyConfig;
 use super::templates::Templates;
 use super::{CalendarEvent, Channel, DeliveryError, Kind, Message, Recipient};
@@ -123,7 +125,8 @@ pub struct Dispatcher {
     /// How long a claim reserves its rows; renewed every third of it while sending.
     lease: SignedDuration,
     /// The sent journal's file (SQLite): each delivery is noted there before its group is
-    /// recorded, so a kill resends at most the message in flight (`journal.rs`).
+    /// recorded, so a kill resends at most the message in flight (`journal.rs`). Unused on
+    /// PostgreSQL, where the journal is the database itself.
     journal: Option<std::path::PathBuf>,
 }
 
@@ -170,17 +173,21 @@ impl Dispatcher {
         self
     }
 
-    /// Opens the journal and records what an interrupted dispatch left in it; `None` (and a
+    /// The journal for one dispatch (`journal.rs`). On PostgreSQL, the database. On SQLite,
+    /// the file, once it has recorded what an interrupted dispatch left in it; `None` (and a
     /// warning) when it cannot be opened, and `None` without a word when another process is
-    /// dispatching (it holds the journal): this dispatch then runs without one.
+    /// dispatching (it holds the file): this dispatch then runs without one.
     async fn open_journal(&self, store: &Store) -> Result<Option<Journal>, StoreError> {
+        if store.backend_name() == "postgres" {
+            return Ok(Some(Journal::Database));
+        }
         let Some(path) = &self.journal else {
             return Ok(None);
         };
-        match Journal::open(path) {
+        match FileJournal::open(path) {
             Ok(Some(journal)) => {
                 journal.replay(store).await?;
-                Ok(Some(journal))
+                Ok(Some(Journal::File(journal)))
             }
             Ok(None) => Ok(None),
             Err(e) => {
@@ -274,7 +281,7 @@ impl Dispatcher {
         }
         // Every delivery is recorded in the database now: the journal's lines are spent.
         if let Some(journal) = journal {
-            journal.clear()?;
+            journal.spent()?;
         }
         Ok(report)
     }
@@ -347,15 +354,19 @@ impl Dispatcher {
                         outcome
                     }
                 };
-                // Delivered: say so in the journal before anything else, so a kill from here
-                // on does not send it again.
-                if let (Outcome::Sent, Some(journal)) = (&outcome, journal)
-                    && let Err(e) =
-                        journal.delivered(row.id, now, row.claim.as_deref().unwrap_or(""))
-                {
-                    tracing::warn!(error = %e, "a crash now may resend this message");
+                // Delivered: say so in the journal before anything else (on PostgreSQL that
+                // records it), so a kill from here on does not send it again.
+                let mut recorded = false;
+                if let (Outcome::Sent, Some(journal)) = (&outcome, journal) {
+                    let claim = row.claim.as_deref().unwrap_or("");
+                    match journal.delivered(store, row.id, now, claim).await {
+                        Ok(()) => recorded = journal.records(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a crash now may resend this message")
+                        }
+                    }
                 }
-                if queue.send((row, outcome)).await.is_err() {
+                if queue.send((row, outcome, recorded)).await.is_err() {
                     // Recording failed and returned its error: stop here. Nothing is cut off
                     // mid-send; the rows not sent stay leased and go out later.
                     break;
@@ -386,18 +397,21 @@ impl Dispatcher {
         report
     }
 
-    /// Records a group of outcomes: the deliveries in one statement, anything else row by row.
+    /// Records a group of outcomes: the deliveries in one statement (but those the journal
+    /// recorded already, `true`), anything else row by row.
     async fn record(
         &self,
         store: &Store,
-        outcomes: &[(OutboxRow, Outcome)],
+        outcomes: &[(OutboxRow, Outcome, bool)],
         now: Timestamp,
         report: &mut DispatchReport,
     ) -> Result<(), StoreError> {
         // A lane's rows come from one claim; grouped by claim all the same, to be exact.
         let mut sent_by_claim: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-        for (row, outcome) in outcomes {
-            if matches!(outcome, Outcome::Sent) {
+        for (row, outcome, recorded) in outcomes {
+            if matches!(outcome, Outcome::Sent) && *recorded {
+                report.sent += 1;
+            } else if matches!(outcome, Outcome::Sent) {
                 sent_by_claim
                     .entry(row.claim.as_deref().unwrap_or(""))
                     .or_default()
@@ -408,7 +422,7 @@ impl Dispatcher {
             store.mark_sent(ids, claim, now).await?;
             report.sent += ids.len();
         }
-        for (row, outcome) in outcomes {
+        for (row, outcome, _) in outcomes {
             let claim = row.claim.as_deref().unwrap_or("");
             let result = match outcome {
                 Outcome::Sent => "sent",

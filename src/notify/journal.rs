@@ -1,23 +1,37 @@
-//! The sent journal: a local append-only file that says "delivered" the moment a channel
-//! accepts a message, before the database hears of it.
+//! The sent journal: where the dispatcher notes "delivered" the moment a channel accepts a
+//! message, before the next message on that channel goes out.
 //!
-//! The dispatcher records deliveries in the database in groups (one commit per group, not per
+//! The dispatcher records outcomes in the database in groups (one commit per group, not per
 //! message: see `dispatcher.rs`), so a process killed mid-dispatch would otherwise leave a
 //! group's worth of delivered rows unrecorded, each sent again after its lease. With a
-//! journal, every delivery is first appended here (one `write`, no `fsync`: the kernel keeps
-//! it when the process is killed), and the next dispatch, before it claims anything, records
-//! what the journal holds as sent (the same guarded write as usual: `WHERE claim = … AND
-//! status IN ('pending', 'failed')`), then empties it. A kill now resends at most the message
-//! in flight on each channel: delivered, but not yet written here.
+//! journal, a kill resends at most the message in flight on each channel: accepted by the
+//! peer, not yet noted. It takes one of two forms, by backend:
 //!
-//! One journal per SQLite database (`<db>.sent`, beside the lock file); a dispatch holds an
-//! exclusive `flock` on it while it works, so two processes never empty each other's lines.
-//! A dispatch that cannot take the lock (another process is dispatching) runs without one.
-//! On PostgreSQL there is no local folder that belongs to the database, and a killed node's
-//! rows may be claimed by another node before it restarts: no journal (the group bound holds).
+//! - **SQLite: a file** (`<db>.sent`, beside the lock file). Every delivery is appended as a
+//!   line (one `write`, no `fsync`: the kernel keeps it when the process is killed), and the
+//!   next dispatch, before it claims anything, records what the file holds as sent (the same
+//!   guarded write as usual: `WHERE claim = … AND status IN ('pending', 'failed')`), then
+//!   empties it. A dispatch holds an exclusive `flock` on the file while it works, so two
+//!   processes never empty each other's lines; one that cannot take the lock (another process
+//!   is dispatching) runs without a journal. SQLite has one node, so the process that restarts
+//!   is the one that replays.
+//! - **PostgreSQL: the database itself.** Several nodes share the outbox, and a killed node's
+//!   rows are claimed by another once their lease runs out: a file on the dead node's disk
+//!   would not be read if it never came back (a replacement machine, a node taken out of
+//!   service), and the survivor would resend up to a group per channel. So each delivery is
+//!   recorded in the outbox at once ([`Store::record_delivery`]: one guarded `UPDATE`, one
+//!   round trip, committed without waiting for `fsync`), which every node sees. The next send
+//!   waits for that round trip, which halves throughput against loopback peers (BENCHMARKS.md,
+//!   "Dispatch"). The alternatives, not taken: record message *n* while *n + 1* is sent
+//!   (a bound of two per kill), or a file per node as on SQLite (the group bound, 65 per
+//!   channel, for a node that never comes back).
 //!
-//! **Invariant:** a line is written only after the channel accepted the message; the journal
-//! is emptied only after every line in it was recorded in the database.
+//! **Invariant:** a delivery is noted only after the channel accepted the message, and before
+//! the next message on its channel is sent; the file is emptied only after every line in it
+//! was recorded in the database. What neither form survives: power loss (neither the file nor
+//! an asynchronous PostgreSQL commit waits for the disk; on PostgreSQL, up to three
+//! `wal_writer_delay`s, 0.6 s by default, of notes), which resends those messages, never
+//! loses one.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -34,13 +48,52 @@ pub fn path_for(database_url: &str) -> Option<PathBuf> {
     crate::config::sqlite_file(database_url).map(|(path, _)| PathBuf::from(format!("{path}.sent")))
 }
 
+/// Where one dispatch notes its deliveries (module docs).
+#[derive(Debug)]
+pub enum Journal {
+    /// SQLite: a file beside the database, locked for this dispatch.
+    File(FileJournal),
+    /// PostgreSQL: each delivery recorded in the outbox at once.
+    Database,
+}
+
 /// The journal's file, locked for one dispatch.
 #[derive(Debug)]
-pub struct Journal {
+pub struct FileJournal {
     /// The file, opened for appending; a `std` mutex: writes are one short syscall.
     file: Mutex<File>,
     /// For messages.
     path: PathBuf,
+}
+
+impl Journal {
+    /// Notes that row `id` (claimed under `claim`) was delivered by the dispatch at `at`.
+    pub async fn delivered(
+        &self,
+        store: &Store,
+        id: i64,
+        at: Timestamp,
+        claim: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Journal::File(file) => file.delivered(id, at, claim),
+            Journal::Database => store.record_delivery(id, claim, at).await,
+        }
+    }
+
+    /// Whether a noted delivery is already recorded in the database (nothing left to write).
+    pub fn records(&self) -> bool {
+        matches!(self, Journal::Database)
+    }
+
+    /// Called once every delivery of the dispatch is recorded in the database: empties the
+    /// file.
+    pub fn spent(&self) -> Result<(), StoreError> {
+        match self {
+            Journal::File(file) => file.clear(),
+            Journal::Database => Ok(()),
+        }
+    }
 }
 
 /// A journal line: the row, when it was sent (the dispatch's `now`), under which claim.
@@ -51,9 +104,9 @@ struct Entry {
     claim: String,
 }
 
-impl Journal {
+impl FileJournal {
     /// Opens and locks the journal at `path`; `Ok(None)` when another process holds it.
-    pub fn open(path: &Path) -> std::io::Result<Option<Journal>> {
+    pub fn open(path: &Path) -> std::io::Result<Option<FileJournal>> {
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -61,7 +114,7 @@ impl Journal {
             .append(true)
             .open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Journal {
+            Ok(()) => Ok(Some(FileJournal {
                 file: Mutex::new(file),
                 path: path.to_owned(),
             })),
@@ -164,11 +217,11 @@ mod tests {
     fn a_second_process_cannot_take_a_held_journal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sent");
-        let held = Journal::open(&path).unwrap();
+        let held = FileJournal::open(&path).unwrap();
         assert!(held.is_some());
         // flock is per open file description: a second open stands in for another process.
-        assert!(Journal::open(&path).unwrap().is_none());
+        assert!(FileJournal::open(&path).unwrap().is_none());
         drop(held);
-        assert!(Journal::open(&path).unwrap().is_some());
+        assert!(FileJournal::open(&path).unwrap().is_some());
     }
 }

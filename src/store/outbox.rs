@@ -425,6 +425,52 @@ impl Store {
         Ok(())
     }
 
+    /// Records one delivery made under `claim` at once, guarded like [`Store::mark_sent`]: the
+    /// dispatcher's note on PostgreSQL before the next message goes out (`notify::journal`).
+    /// One statement, one round trip. On PostgreSQL its commit does not wait for the WAL to
+    /// reach disk (`synchronous_commit` off for this transaction only): every node sees it at
+    /// once and a killed client cannot undo it; only a crash of the database server within
+    /// a fraction of a second (`wal_writer_delay`) can lose it, and then the row is sent once
+    /// more, never lost. A commit that waited for `fsync` would cost milliseconds per message.
+    pub async fn record_delivery(
+        &self,
+        id: i64,
+        claim: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let at = format_instant(now);
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                // `set_config(…, true)` lasts to the end of this statement's own transaction,
+                // and its commit reads the setting.
+                sqlx::query(
+                    "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
+                     claimed_until = NULL, last_error = NULL \
+                     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
+                     WHERE id = $2 AND claim = $3 AND status IN ('pending', 'failed')",
+                )
+                .bind(&at)
+                .bind(id)
+                .bind(claim)
+                .execute(pool)
+                .await?;
+            }
+            Backend::Sqlite(pool) => {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
+                     claimed_until = NULL, last_error = NULL \
+                     WHERE id = $2 AND claim = $3 AND status IN ('pending', 'failed')",
+                )
+                .bind(&at)
+                .bind(id)
+                .bind(claim)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Records a temporary failure under `claim`; the row is retried at `next_attempt_at`.
     /// Guarded like [`Store::mark_sent`]: a reminder cancelled while it was failing stays
     /// cancelled.
