@@ -31,6 +31,10 @@
 //! the peak resident set (`VmHWM`). Settings, all optional:
 //! - `QALOOP_BENCH_TEAM_MANAGERS` (default 7000) and `QALOOP_BENCH_STAFF` (default 10000);
 //! - `QALOOP_BENCH_DAYS`: simulate only the first this many days (default: the whole year);
+//! - `QALOOP_BENCH_FROM`: the first day (`YYYY-MM-DD`, default 2027-04-01; it is also go-live):
+//!   with `QALOOP_BENCH_DAYS`, a short window around a period start, e.g. `2027-09-20` and 20
+//!   days for 1 October (the quarter and half-year start);
+//! - `QALOOP_BENCH_PER_DAY=1`: also print each working day's two passes to stderr;
 //! - `QALOOP_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`); when it does not
 //!   answer, PostgreSQL is skipped with a notice;
 //! - arguments filter backends by name: `cargo bench --bench notify_year -- sqlite`.
@@ -69,6 +73,7 @@ const PG_URL_ENV: &str = "QALOOP_BENCH_PG_URL";
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const SCHEDULE_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/schedule.toml");
 const HOLIDAYS_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/bank-holidays.json");
+/// The default first day (`QALOOP_BENCH_FROM`).
 const FIRST_DAY: Date = date(2027, 4, 1);
 const LAST_DAY: Date = date(2028, 3, 31);
 /// The daemon's default `database.max_connections`.
@@ -310,6 +315,11 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
     let staff = setting("QALOOP_BENCH_STAFF", 10_000)?;
     let team_managers = setting("QALOOP_BENCH_TEAM_MANAGERS", 7_000)?;
     let days = setting("QALOOP_BENCH_DAYS", 366)?;
+    let per_day = setting("QALOOP_BENCH_PER_DAY", 0)? > 0;
+    let first_day: Date = match std::env::var("QALOOP_BENCH_FROM") {
+        Ok(v) => v.parse().map_err(|e| format!("QALOOP_BENCH_FROM: {e}"))?,
+        Err(_) => FIRST_DAY,
+    };
     let sink = Sink::start().await?;
 
     let config = NotifyConfig {
@@ -321,7 +331,7 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
          security = \"none\"\nfrom = \"QA schedule <qa@example-council.test>\"\n",
         sink.port
     ))?;
-    let mut ctx = context()?;
+    let mut ctx = context(first_day)?;
     let keys = qaloop::links::LinkKeys::new(
         qaloop::links::Key::new(vec![7; 32]).ok_or("a link key")?,
         None,
@@ -393,8 +403,8 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
     let local = |day: Date, hour: i8| -> Result<Timestamp, jiff::Error> {
         Ok(day.at(hour, 0, 0, 0).to_zoned(tz.clone())?.timestamp())
     };
-    let first = local(FIRST_DAY, 7)?;
-    import_staff(&store, &ctx, &records, "bench", FIRST_DAY, first).await?;
+    let first = local(first_day, 7)?;
+    import_staff(&store, &ctx, &records, "bench", first_day, first).await?;
     // Who falls behind: every 20th team manager is 15 days late, every 100th (from the 7th)
     // never completes anything.
     let lateness = |assignee: &str| -> Option<i64> {
@@ -421,16 +431,23 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
 
     let mut working_pass_s = Vec::new();
     let (mut early, mut send, mut idle) = (Vec::new(), Vec::new(), Vec::new());
-    let mut slowest = (Duration::ZERO, FIRST_DAY);
+    let mut slowest = (Duration::ZERO, first_day);
     let mut per_person_day: Vec<u32> = Vec::new();
     let mut digest_days = 0;
     let mut completed = 0;
-    let mut day = FIRST_DAY;
+    let mut day = first_day;
     let mut simulated = 0;
     while day <= LAST_DAY && simulated < days {
         let a = pass(local(day, 7)?.checked_add(30.minutes())?).await?;
         let b = pass(local(day, 8)?).await?;
         if ctx.calendar.is_working_day(day) {
+            if per_day {
+                eprintln!(
+                    "{backend} {day}: 07:30 {:.3} s, 08:00 {:.3} s",
+                    a.as_secs_f64(),
+                    b.as_secs_f64()
+                );
+            }
             working_pass_s.push((a + b).as_secs_f64());
             early.push(a.as_secs_f64());
             send.push(b.as_secs_f64());
@@ -580,8 +597,8 @@ async fn outbox_counts(side: &Side) -> Result<BTreeMap<String, i64>, BoxError> {
     Ok(rows.into_iter().collect())
 }
 
-/// The shipped schedule and bank holidays, Europe/London, work from the year's first day.
-fn context() -> Result<Context, BoxError> {
+/// The shipped schedule and bank holidays, Europe/London, work from `first_day`.
+fn context(first_day: Date) -> Result<Context, BoxError> {
     let text = std::fs::read_to_string(SCHEDULE_FILE)?;
     let schedule = Schedule::parse(&text, std::path::Path::new(SCHEDULE_FILE))?;
     let calendar = Calendar::from_govuk_json(
@@ -594,7 +611,7 @@ fn context() -> Result<Context, BoxError> {
         calendar,
         tz: TimeZone::get("Europe/London")?,
         fy: FinancialYear::starting_in(4).ok_or("financial year")?,
-        start_date: Some(FIRST_DAY),
+        start_date: Some(first_day),
     })
 }
 
