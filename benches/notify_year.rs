@@ -34,6 +34,8 @@
 //! - `QALOOP_BENCH_FROM`: the first day (`YYYY-MM-DD`, default 2027-04-01; it is also go-live):
 //!   with `QALOOP_BENCH_DAYS`, a short window around a period start, e.g. `2027-09-20` and 20
 //!   days for 1 October (the quarter and half-year start);
+//! - `QALOOP_BENCH_CONNECTIONS` (default 4): the email channel's `connections`, messages
+//!   sent at once (1: one at a time, the channel's default);
 //! - `QALOOP_BENCH_PER_DAY=1`: also print each working day's two passes to stderr;
 //! - `QALOOP_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`); when it does not
 //!   answer, PostgreSQL is skipped with a notice;
@@ -92,6 +94,10 @@ struct Outcome {
     staff: usize,
     team_managers: usize,
     days: usize,
+    /// The first day simulated.
+    first_day: String,
+    /// The email channel's `connections`.
+    connections: usize,
     working_days: usize,
     /// The 07:30 + 08:00 passes of each working day, seconds, in day order.
     working_pass_s: Vec<f64>,
@@ -270,9 +276,16 @@ fn print_report(results: &[Outcome]) {
     println!();
     for o in results {
         println!(
-            "- {}: outbox by status {:?}; received by kind {:?}; {} completions; {} person-days \
-             with an SLT digest besides a routine message",
-            o.backend, o.outbox, o.received, o.completed, o.digest_days
+            "- {}: {} days from {}, email `connections = {}`; outbox by status {:?}; received by \
+             kind {:?}; {} completions; {} person-days with an SLT digest besides a routine message",
+            o.backend,
+            o.days,
+            o.first_day,
+            o.connections,
+            o.outbox,
+            o.received,
+            o.completed,
+            o.digest_days
         );
     }
     println!();
@@ -316,6 +329,7 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
     let team_managers = setting("QALOOP_BENCH_TEAM_MANAGERS", 7_000)?;
     let days = setting("QALOOP_BENCH_DAYS", 366)?;
     let per_day = setting("QALOOP_BENCH_PER_DAY", 0)? > 0;
+    let connections = setting("QALOOP_BENCH_CONNECTIONS", 4)?;
     let first_day: Date = match std::env::var("QALOOP_BENCH_FROM") {
         Ok(v) => v.parse().map_err(|e| format!("QALOOP_BENCH_FROM: {e}"))?,
         Err(_) => FIRST_DAY,
@@ -328,7 +342,8 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
     };
     let channel: ChannelSettings = toml::from_str(&format!(
         "kind = \"email\"\nname = \"email\"\nhost = \"127.0.0.1\"\nport = {}\n\
-         security = \"none\"\nfrom = \"QA schedule <qa@example-council.test>\"\n",
+         security = \"none\"\nfrom = \"QA schedule <qa@example-council.test>\"\n\
+         connections = {connections}\n",
         sink.port
     ))?;
     let mut ctx = context(first_day)?;
@@ -527,6 +542,8 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
         staff,
         team_managers,
         days: simulated,
+        first_day: first_day.to_string(),
+        connections,
         working_days: working_pass_s.len(),
         early_mean_s: mean(&early),
         send_mean_s: mean(&send),

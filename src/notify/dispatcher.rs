@@ -3,7 +3,9 @@
 //! **Invariant:** the only caller of [`Channel::deliver`]; it reads the outbox and nothing else
 //! decides what is sent. Rows are claimed with a lease, sent one at a time per channel in queue
 //! order (channels run side by side), and nothing is lost: a row whose outcome was not recorded
-//! is sent again when its lease runs out.
+//! is sent again when its lease runs out. A channel with `connections` n > 1 (SMTP) runs n
+//! lanes side by side, each dealt every nth row of a batch and working exactly as a channel's
+//! single lane does (its own order, journal notes and recorded groups).
 //!
 //! # Recording outcomes
 //! Each channel's sends and the recording of their outcomes run side by side: while one write
@@ -12,17 +14,17 @@
 //! group's first outcome has waited [`RECORD_WITHIN`]; when a full group is waiting behind the
 //! one being written, sending waits for the write.
 //!
-//! **Bound:** up to `2 × RECORD_BATCH + 1` = 65 rows per channel are unrecorded in the database
+//! **Bound:** up to `2 × RECORD_BATCH + 1` = 65 rows per lane are unrecorded in the database
 //! at any moment (a group being written, a group waiting, the message being sent). So that a
 //! process killed mid-dispatch (a crash, `kill -9`; a shutdown signal waits for the pass) does
 //! not resend them all, each delivery is first noted in the sent journal (`journal.rs`: one
 //! `write` to a local file, no commit), and the next dispatch records the journal's rows before
-//! it claims anything: a kill resends at most the message in flight on each channel. Recording
+//! it claims anything: a kill resends at most the message in flight on each lane. Recording
 //! each row in the database before sending the next would give the same bound, but costs a
 //! commit per message, which takes longer than the send itself on PostgreSQL (commits wait for
 //! `fsync`) and about as much CPU as the send on SQLite (`benches/dispatch.rs`, BENCHMARKS.md).
 //! The journal is SQLite's only (see `journal.rs`); on PostgreSQL the bound stays 65 per
-//! channel, and power loss (the journal is not `fsync`ed) can also reach it.
+//! lane, and power loss (the journal is not `fsync`ed) can also reach it.
 //!
 //! While a batch is being sent, the next one is claimed (its recipients looked up with it), so
 //! the database works while the network does. Its rows come after the current batch's in queue
@@ -298,8 +300,23 @@ impl Dispatcher {
         for row in rows {
             by_channel.entry(row.channel.clone()).or_default().push(row);
         }
-        let lanes = by_channel
-            .into_values()
+        // A channel that sends over several connections gets that many lanes, dealt its rows
+        // in turn (row i to lane i mod n), so the queue's front still goes out first.
+        let mut lanes_rows = Vec::new();
+        for (name, rows) in by_channel {
+            let n = self
+                .channels
+                .get(&name)
+                .map_or(1, |c| c.connections().max(1));
+            let mut dealt: Vec<Vec<OutboxRow>> =
+                (0..n.min(rows.len())).map(|_| Vec::new()).collect();
+            for (i, row) in rows.into_iter().enumerate() {
+                dealt[i % n].push(row);
+            }
+            lanes_rows.extend(dealt);
+        }
+        let lanes = lanes_rows
+            .into_iter()
             .map(|rows| self.run_lane(store, recipients, rows, now, journal));
         let mut report = DispatchReport::default();
         for lane in futures_util::future::join_all(lanes).await {
