@@ -8,7 +8,8 @@
 //! 1. builds the synthetic organisation of `benches/support/org.rs` (national: 10,000 staff,
 //!    7,000 team managers) and the engine context with notifications on: the shipped schedule
 //!    and bank holidays, `[notify]` defaults (working hours 08:00–18:00, everyone on the daily
-//!    message), signed links, one email channel to a loopback SMTP sink started by the child;
+//!    message), signed links, one email channel (`connections`: see below) to a loopback SMTP
+//!    sink started by the child;
 //! 2. imports the staff once on a fresh database (a SQLite file; a PostgreSQL schema of its
 //!    own, dropped afterwards);
 //! 3. every day from 2027-04-01 to 2028-03-31, with the time injected, runs the daemon's two
@@ -36,7 +37,8 @@
 //!   days for 1 October (the quarter and half-year start);
 //! - `QALOOP_BENCH_CONNECTIONS` (default 4): the email channel's `connections`, messages
 //!   sent at once (1: one at a time, the channel's default);
-//! - `QALOOP_BENCH_PER_DAY=1`: also print each working day's two passes to stderr;
+//! - `QALOOP_BENCH_PER_DAY=1`: also print each working day's two passes to stderr, each split
+//!   into reconcile, decide and dispatch (with the messages sent);
 //! - `QALOOP_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`); when it does not
 //!   answer, PostgreSQL is skipped with a notice;
 //! - arguments filter backends by name: `cargo bench --bench notify_year -- sqlite`.
