@@ -8,7 +8,8 @@
 //! 1. builds the synthetic organisation of `benches/support/org.rs` (national: 10,000 staff,
 //!    7,000 team managers) and the engine context with notifications on: the shipped schedule
 //!    and bank holidays, `[notify]` defaults (working hours 08:00–18:00, everyone on the daily
-//!    message), signed links, one email channel to a loopback SMTP sink started by the child;
+//!    message), signed links, one email channel (`connections`: see below) to a loopback SMTP
+//!    sink started by the child;
 //! 2. imports the staff once on a fresh database (a SQLite file; a PostgreSQL schema of its
 //!    own, dropped afterwards);
 //! 3. every day from 2027-04-01 to 2028-03-31, with the time injected, runs the daemon's two
@@ -31,6 +32,13 @@
 //! the peak resident set (`VmHWM`). Settings, all optional:
 //! - `QALOOP_BENCH_TEAM_MANAGERS` (default 7000) and `QALOOP_BENCH_STAFF` (default 10000);
 //! - `QALOOP_BENCH_DAYS`: simulate only the first this many days (default: the whole year);
+//! - `QALOOP_BENCH_FROM`: the first day (`YYYY-MM-DD`, default 2027-04-01; it is also go-live):
+//!   with `QALOOP_BENCH_DAYS`, a short window around a period start, e.g. `2027-09-20` and 20
+//!   days for 1 October (the quarter and half-year start);
+//! - `QALOOP_BENCH_CONNECTIONS` (default 4): the email channel's `connections`, messages
+//!   sent at once (1: one at a time, the channel's default);
+//! - `QALOOP_BENCH_PER_DAY=1`: also print each working day's two passes to stderr, each split
+//!   into reconcile, decide and dispatch (with the messages sent);
 //! - `QALOOP_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`); when it does not
 //!   answer, PostgreSQL is skipped with a notice;
 //! - arguments filter backends by name: `cargo bench --bench notify_year -- sqlite`.
@@ -69,6 +77,7 @@ const PG_URL_ENV: &str = "QALOOP_BENCH_PG_URL";
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const SCHEDULE_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/schedule.toml");
 const HOLIDAYS_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/bank-holidays.json");
+/// The default first day (`QALOOP_BENCH_FROM`).
 const FIRST_DAY: Date = date(2027, 4, 1);
 const LAST_DAY: Date = date(2028, 3, 31);
 /// The daemon's default `database.max_connections`.
@@ -87,6 +96,10 @@ struct Outcome {
     staff: usize,
     team_managers: usize,
     days: usize,
+    /// The first day simulated.
+    first_day: String,
+    /// The email channel's `connections`.
+    connections: usize,
     working_days: usize,
     /// The 07:30 + 08:00 passes of each working day, seconds, in day order.
     working_pass_s: Vec<f64>,
@@ -265,9 +278,16 @@ fn print_report(results: &[Outcome]) {
     println!();
     for o in results {
         println!(
-            "- {}: outbox by status {:?}; received by kind {:?}; {} completions; {} person-days \
-             with an SLT digest besides a routine message",
-            o.backend, o.outbox, o.received, o.completed, o.digest_days
+            "- {}: {} days from {}, email `connections = {}`; outbox by status {:?}; received by \
+             kind {:?}; {} completions; {} person-days with an SLT digest besides a routine message",
+            o.backend,
+            o.days,
+            o.first_day,
+            o.connections,
+            o.outbox,
+            o.received,
+            o.completed,
+            o.digest_days
         );
     }
     println!();
@@ -310,6 +330,12 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
     let staff = setting("QALOOP_BENCH_STAFF", 10_000)?;
     let team_managers = setting("QALOOP_BENCH_TEAM_MANAGERS", 7_000)?;
     let days = setting("QALOOP_BENCH_DAYS", 366)?;
+    let per_day = setting("QALOOP_BENCH_PER_DAY", 0)? > 0;
+    let connections = setting("QALOOP_BENCH_CONNECTIONS", 4)?;
+    let first_day: Date = match std::env::var("QALOOP_BENCH_FROM") {
+        Ok(v) => v.parse().map_err(|e| format!("QALOOP_BENCH_FROM: {e}"))?,
+        Err(_) => FIRST_DAY,
+    };
     let sink = Sink::start().await?;
 
     let config = NotifyConfig {
@@ -318,10 +344,16 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
     };
     let channel: ChannelSettings = toml::from_str(&format!(
         "kind = \"email\"\nname = \"email\"\nhost = \"127.0.0.1\"\nport = {}\n\
-         security = \"none\"\nfrom = \"QA schedule <qa@example-council.test>\"\n",
-        sink.port
+         security = \"none\"\nfrom = \"QA schedule <qa@example-council.test>\"\n{}",
+        sink.port,
+        // 1 is the default; not written, so the file also suits a build without the key.
+        if connections == 1 {
+            String::new()
+        } else {
+            format!("connections = {connections}\n")
+        }
     ))?;
-    let mut ctx = context()?;
+    let mut ctx = context(first_day)?;
     let keys = qaloop::links::LinkKeys::new(
         qaloop::links::Key::new(vec![7; 32]).ok_or("a link key")?,
         None,
@@ -393,8 +425,8 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
     let local = |day: Date, hour: i8| -> Result<Timestamp, jiff::Error> {
         Ok(day.at(hour, 0, 0, 0).to_zoned(tz.clone())?.timestamp())
     };
-    let first = local(FIRST_DAY, 7)?;
-    import_staff(&store, &ctx, &records, "bench", FIRST_DAY, first).await?;
+    let first = local(first_day, 7)?;
+    import_staff(&store, &ctx, &records, "bench", first_day, first).await?;
     // Who falls behind: every 20th team manager is 15 days late, every 100th (from the 7th)
     // never completes anything.
     let lateness = |assignee: &str| -> Option<i64> {
@@ -413,24 +445,49 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
         async move {
             let started = Instant::now();
             reconcile(store, ctx, now).await?;
+            let reconciled = started.elapsed();
             qaloop::notify::daily::decide(store, ctx, now).await?;
-            dispatcher.dispatch(store, now).await?;
-            Ok::<Duration, BoxError>(started.elapsed())
+            let decided = started.elapsed();
+            let report = dispatcher.dispatch(store, now).await?;
+            let phases = [
+                reconciled,
+                decided - reconciled,
+                started.elapsed() - decided,
+            ];
+            Ok::<_, BoxError>((started.elapsed(), phases, report.sent))
         }
+    };
+    let phases = |(_, [r, d, s], sent): &(Duration, [Duration; 3], usize)| {
+        format!(
+            "reconcile {:.3} + decide {:.3} + dispatch {:.3} ({sent} sent)",
+            r.as_secs_f64(),
+            d.as_secs_f64(),
+            s.as_secs_f64()
+        )
     };
 
     let mut working_pass_s = Vec::new();
     let (mut early, mut send, mut idle) = (Vec::new(), Vec::new(), Vec::new());
-    let mut slowest = (Duration::ZERO, FIRST_DAY);
+    let mut slowest = (Duration::ZERO, first_day);
     let mut per_person_day: Vec<u32> = Vec::new();
     let mut digest_days = 0;
     let mut completed = 0;
-    let mut day = FIRST_DAY;
+    let mut day = first_day;
     let mut simulated = 0;
     while day <= LAST_DAY && simulated < days {
-        let a = pass(local(day, 7)?.checked_add(30.minutes())?).await?;
-        let b = pass(local(day, 8)?).await?;
+        let early_pass = pass(local(day, 7)?.checked_add(30.minutes())?).await?;
+        let send_pass = pass(local(day, 8)?).await?;
+        let (a, b) = (early_pass.0, send_pass.0);
         if ctx.calendar.is_working_day(day) {
+            if per_day {
+                eprintln!(
+                    "{backend} {day}: 07:30 {:.3} s ({}), 08:00 {:.3} s ({})",
+                    a.as_secs_f64(),
+                    phases(&early_pass),
+                    b.as_secs_f64(),
+                    phases(&send_pass),
+                );
+            }
             working_pass_s.push((a + b).as_secs_f64());
             early.push(a.as_secs_f64());
             send.push(b.as_secs_f64());
@@ -510,6 +567,8 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
         staff,
         team_managers,
         days: simulated,
+        first_day: first_day.to_string(),
+        connections,
         working_days: working_pass_s.len(),
         early_mean_s: mean(&early),
         send_mean_s: mean(&send),
@@ -580,8 +639,8 @@ async fn outbox_counts(side: &Side) -> Result<BTreeMap<String, i64>, BoxError> {
     Ok(rows.into_iter().collect())
 }
 
-/// The shipped schedule and bank holidays, Europe/London, work from the year's first day.
-fn context() -> Result<Context, BoxError> {
+/// The shipped schedule and bank holidays, Europe/London, work from `first_day`.
+fn context(first_day: Date) -> Result<Context, BoxError> {
     let text = std::fs::read_to_string(SCHEDULE_FILE)?;
     let schedule = Schedule::parse(&text, std::path::Path::new(SCHEDULE_FILE))?;
     let calendar = Calendar::from_govuk_json(
@@ -594,7 +653,7 @@ fn context() -> Result<Context, BoxError> {
         calendar,
         tz: TimeZone::get("Europe/London")?,
         fy: FinancialYear::starting_in(4).ok_or("financial year")?,
-        start_date: Some(FIRST_DAY),
+        start_date: Some(first_day),
     })
 }
 
@@ -675,8 +734,13 @@ async fn smtp_session(
         }
         // Acknowledge at once rather than after Linux's delayed-ACK timer (~40 ms): lettre
         // writes a message's body and its final `.` separately, and with Nagle's algorithm the
-        // second write waits for the first's ACK (as in `benches/dispatch.rs`).
-        let _ = socket2::SockRef::from(lines.get_ref().as_ref()).set_tcp_quickack(true);
+        // second write waits for the first's ACK (as in `benches/dispatch.rs`). Only when the
+        // next line needs a read from the socket: lines already buffered brought no new data,
+        // and a `setsockopt` per line cost the sink (which shares the two cores with qaloop)
+        // over a tenth of the samples of a big morning's send.
+        if lines.buffer().is_empty() {
+            let _ = socket2::SockRef::from(lines.get_ref().as_ref()).set_tcp_quickack(true);
+        }
         let text = line.trim_end();
         if in_data {
             if text == "." {

@@ -22,6 +22,10 @@ pub const DEFAULT_DIVISION: &str = "england-and-wales";
 pub struct Calendar {
     /// The holidays, sorted, so lookups and "what years do we know" are cheap.
     holidays: BTreeSet<Date>,
+    /// The holidays that fall on a weekday, as day numbers ([`day_number`]), sorted: counting
+    /// working days between two dates is then arithmetic on weeks and two binary searches, not
+    /// a walk day by day (the daily decision counts for every piece of open work).
+    weekday_holidays: Vec<i64>,
     /// First year with at least one holiday in the data; `None` for an empty calendar.
     first_year: Option<i16>,
     /// Last year with at least one holiday in the data.
@@ -71,8 +75,14 @@ impl Calendar {
         let holidays: BTreeSet<Date> = holidays.into_iter().collect();
         let first_year = holidays.first().map(|d| d.year());
         let last_year = holidays.last().map(|d| d.year());
+        let weekday_holidays = holidays
+            .iter()
+            .filter(|d| !matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday))
+            .map(|&d| day_number(d))
+            .collect();
         Self {
             holidays,
+            weekday_holidays,
             first_year,
             last_year,
         }
@@ -168,17 +178,43 @@ impl Calendar {
     }
 
     /// Working days strictly after `from` up to and including `to` (0 when `to <= from`).
+    ///
+    /// Constant time: weekdays by arithmetic, minus the weekday holidays in between (two
+    /// binary searches).
     pub fn working_days_between(&self, from: Date, to: Date) -> u32 {
-        let mut count = 0;
-        let mut day = from;
-        while day < to {
-            day = next_day(day);
-            if self.is_working_day(day) {
-                count += 1;
-            }
+        if to <= from {
+            return 0;
         }
-        count
+        let (from, to) = (day_number(from), day_number(to));
+        let weekdays = weekdays_before(to + 1) - weekdays_before(from + 1);
+        let holidays = self.weekday_holidays.partition_point(|&h| h <= to)
+            - self.weekday_holidays.partition_point(|&h| h <= from);
+        u32::try_from(weekdays - holidays as i64).unwrap_or(u32::MAX)
     }
+}
+
+/// Days since 1970-01-01 in the proleptic Gregorian calendar (negative before it): Howard
+/// Hinnant's `days_from_civil`.
+fn day_number(date: Date) -> i64 {
+    let (y, m, d) = (
+        i64::from(date.year()),
+        i64::from(date.month()),
+        i64::from(date.day()),
+    );
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Monday to Friday among the days numbered below `n`, counted from Monday 1970-01-05 (day 4);
+/// only differences of it mean anything.
+fn weekdays_before(n: i64) -> i64 {
+    let since_monday = n - 4;
+    let (weeks, rest) = (since_monday.div_euclid(7), since_monday.rem_euclid(7));
+    weeks * 5 + rest.min(5)
 }
 
 /// The shipped England-and-Wales calendar (`config/bank-holidays.json`), for unit tests.
@@ -239,6 +275,71 @@ mod tests {
         assert!(cal.is_working_day(date(2027, 8, 31)));
         assert!(cal.covers_year(2028));
         assert!(!cal.covers_year(2040));
+    }
+
+    /// The count the constant-time version replaces: a walk day by day.
+    fn walked(cal: &Calendar, from: Date, to: Date) -> u32 {
+        let mut count = 0;
+        let mut day = from;
+        while day < to {
+            day = next_day(day);
+            if cal.is_working_day(day) {
+                count += 1;
+            }
+        }
+        count
+    }
+
+    #[test]
+    fn day_numbers_count_days() {
+        assert_eq!(day_number(date(1970, 1, 1)), 0);
+        assert_eq!(day_number(date(1970, 1, 5)), 4);
+        assert_eq!(day_number(date(1969, 12, 31)), -1);
+        assert_eq!(
+            day_number(date(2000, 3, 1)) - day_number(date(2000, 2, 28)),
+            2
+        );
+        assert_eq!(day_number(date(2027, 4, 1)), 20_909);
+    }
+
+    proptest::proptest! {
+        /// Every pair of dates from 2018 to 2031 (inside and outside the shipped data, across
+        /// weekends, holidays and years, in either order) counts as the walk counts.
+        #[test]
+        fn working_days_between_counts_as_a_walk_does(a in 0i64..5_000, b in 0i64..5_000) {
+            let cal = england();
+            let first = date(2018, 1, 1);
+            let (from, to) = (
+                first.checked_add(a.days()).unwrap(),
+                first.checked_add(b.days()).unwrap(),
+            );
+            proptest::prop_assert_eq!(cal.working_days_between(from, to), walked(&cal, from, to));
+        }
+    }
+
+    #[test]
+    fn working_days_between_skips_weekends_and_holidays() {
+        let cal = england();
+        // Thu 23 Dec 2027 to Tue 4 Jan 2028: 24, 29, 30, 31 Dec and 4 Jan are working days
+        // (25-28 Dec are the weekend and three holidays, 3 Jan is New Year's Day in lieu).
+        assert_eq!(
+            cal.working_days_between(date(2027, 12, 23), date(2028, 1, 4)),
+            5
+        );
+        assert_eq!(
+            cal.working_days_between(date(2027, 12, 23), date(2027, 12, 23)),
+            0
+        );
+        assert_eq!(
+            cal.working_days_between(date(2028, 1, 4), date(2027, 12, 23)),
+            0
+        );
+        let weekdays = Calendar::weekdays_only();
+        // Fri 5 to Mon 8 March 2027: one working day (the Monday).
+        assert_eq!(
+            weekdays.working_days_between(date(2027, 3, 5), date(2027, 3, 8)),
+            1
+        );
     }
 
     #[test]

@@ -56,6 +56,7 @@ fn plain_settings(server: &SmtpServer) -> SmtpSettings {
         reply_to: Some("qa-team@council.example".to_owned()),
         timeout_seconds: 5,
         pool_size: 2,
+        connections: 1,
         ca_file: None,
     }
 }

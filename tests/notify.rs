@@ -29,16 +29,32 @@ struct Harness {
 }
 
 fn smtp_channel(port: u16) -> ChannelSettings {
+    smtp_channel_with(port, "")
+}
+
+/// The test relay's channel with `extra` settings (TOML lines).
+fn smtp_channel_with(port: u16, extra: &str) -> ChannelSettings {
     toml::from_str(&format!(
         "kind = \"email\"\nname = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\n\
-         from = \"QA schedule <qa@example-council.test>\"\ntimeout_seconds = 5\n"
+         from = \"QA schedule <qa@example-council.test>\"\ntimeout_seconds = 5\n{extra}"
     ))
     .unwrap()
 }
 
 async fn harness(db: TestDb, options: Options, config: NotifyConfig, start: Date) -> Harness {
+    harness_with(db, options, config, start, "").await
+}
+
+/// [`harness`] with `extra` settings for the email channel.
+async fn harness_with(
+    db: TestDb,
+    options: Options,
+    config: NotifyConfig,
+    start: Date,
+    extra: &str,
+) -> Harness {
     let smtp = SmtpServer::start(options).await;
-    let settings = smtp_channel(smtp.port());
+    let settings = smtp_channel_with(smtp.port(), extra);
     let mut ctx = context();
     ctx.start_date = Some(start);
     ctx.announcer = Some(Arc::new(Router::new(
@@ -150,6 +166,41 @@ fn email(id: &str) -> String {
     format!("{}@example-council.test", id.to_lowercase())
 }
 
+/// `n` queued new-work emails, the `i`th for `recipient(i)`, in queue order.
+fn new_work_rows(
+    n: usize,
+    recipient: impl Fn(usize) -> String,
+    now: Timestamp,
+) -> Vec<qaloop::store::NewOutbox> {
+    (0..n)
+        .map(|i| {
+            let who = recipient(i);
+            let mut context =
+                qaloop::notify::context::TemplateContext::new(qaloop::notify::Kind::NewAssignment);
+            context.recipient = who.clone();
+            context.items = vec![qaloop::notify::context::Item {
+                id: i as i64 + 1,
+                title: "Case file audit".into(),
+                period: "2027-05".into(),
+                due: "2027-05-28".into(),
+                due_long: "Friday 28 May 2027".into(),
+                link: format!("http://localhost:8080/assignments/{}", i + 1),
+                ..Default::default()
+            }];
+            qaloop::store::NewOutbox {
+                key: format!("new_assignment:a{}:{who}::{who}:email", i + 1),
+                kind: "new_assignment".into(),
+                channel: "email".into(),
+                recipient: who,
+                assignment_id: None,
+                context: serde_json::to_string(&context).unwrap(),
+                not_before: now,
+                suppressed: false,
+            }
+        })
+        .collect()
+}
+
 both_backends!(
     a_year_of_notifications_matches_the_schedule_exactly,
     mail_waits_for_working_hours,
@@ -160,6 +211,7 @@ both_backends!(
     downtime_produces_one_summary_per_person_not_a_burst,
     webhook_rate_limits_and_errors_are_retried_as_the_peer_asks,
     a_queue_of_several_batches_goes_out_once_in_order_with_every_outcome_recorded,
+    a_queue_sent_over_several_connections_goes_out_once_with_every_outcome_recorded,
 );
 
 async fn a_year_of_notifications_matches_the_schedule_exactly(db: TestDb) {
@@ -738,33 +790,7 @@ async fn a_queue_of_several_batches_goes_out_once_in_order_with_every_outcome_re
         1150 => "LEFT".to_owned(),
         _ => staff[i % staff.len()].clone(),
     };
-    let rows: Vec<qaloop::store::NewOutbox> = (0..1200)
-        .map(|i| {
-            let who = recipient(i);
-            let mut context =
-                qaloop::notify::context::TemplateContext::new(qaloop::notify::Kind::NewAssignment);
-            context.recipient = who.clone();
-            context.items = vec![qaloop::notify::context::Item {
-                id: i as i64 + 1,
-                title: "Case file audit".into(),
-                period: "2027-05".into(),
-                due: "2027-05-28".into(),
-                due_long: "Friday 28 May 2027".into(),
-                link: format!("http://localhost:8080/assignments/{}", i + 1),
-                ..Default::default()
-            }];
-            qaloop::store::NewOutbox {
-                key: format!("new_assignment:a{}:{who}::{who}:email", i + 1),
-                kind: "new_assignment".into(),
-                channel: "email".into(),
-                recipient: who,
-                assignment_id: None,
-                context: serde_json::to_string(&context).unwrap(),
-                not_before: now,
-                suppressed: false,
-            }
-        })
-        .collect();
+    let rows = new_work_rows(1200, recipient, now);
     h.db.store.enqueue(&rows, now).await.unwrap();
 
     let report = h.dispatcher.dispatch(&h.db.store, now).await.unwrap();
@@ -809,5 +835,48 @@ async fn a_queue_of_several_batches_goes_out_once_in_order_with_every_outcome_re
         received[expected.len()].starts_with("<admin_alert-"),
         "the alert about the dead row went out in the same dispatch: {}",
         received[expected.len()]
+    );
+}
+
+async fn a_queue_sent_over_several_connections_goes_out_once_with_every_outcome_recorded(
+    db: TestDb,
+) {
+    // More than one claim's worth, over three connections (`connections = 3`).
+    let h = harness_with(
+        db,
+        Options::default(),
+        NotifyConfig::default(),
+        date(2027, 5, 1),
+        "connections = 3\n",
+    )
+    .await;
+    let now = h.local(date(2027, 5, 4), 10);
+    let staff: Vec<String> = small_org().into_iter().map(|p| p.staff_id).collect();
+    let rows = new_work_rows(700, |i| staff[i % staff.len()].clone(), now);
+    h.db.store.enqueue(&rows, now).await.unwrap();
+
+    let report = h.dispatcher.dispatch(&h.db.store, now).await.unwrap();
+
+    assert_eq!((report.sent, report.retrying, report.dead), (700, 0, 0));
+    assert_eq!(h.outbox(OutboxStatus::Sent).await.len(), 700);
+    let mut received: Vec<String> = h
+        .smtp
+        .received()
+        .iter()
+        .map(|m| header(&m.data, "Message-ID").unwrap())
+        .collect();
+    received.sort();
+    let mut expected: Vec<String> = rows.iter().map(|r| id_prefix(&r.key)).collect();
+    expected.sort();
+    assert_eq!(received.len(), 700, "each once");
+    for (prefix, id) in expected.iter().zip(&received) {
+        assert!(id.starts_with(prefix.as_str()), "{id} is not {prefix}…");
+    }
+    // Three at once at least (lettre may open a fourth while a finished send's connection
+    // is on its way back to its pool).
+    assert!(
+        h.smtp.most_sessions_at_once() >= 3,
+        "sent over {} connection(s) at once",
+        h.smtp.most_sessions_at_once()
     );
 }

@@ -80,16 +80,16 @@ pub struct Chased {
     pub assignment_id: Option<i64>,
 }
 
-/// The open assignments as chased work.
-pub fn assignments(
+/// Open assignments as chased work.
+pub fn assignments<'a>(
     ctx: &Context,
     router: &Router,
     org: &Org,
-    open: &[Assignment],
+    open: impl IntoIterator<Item = &'a Assignment>,
     today: Date,
 ) -> Vec<Chased> {
     // Work already late when qaloop went live is never chased or escalated (the welcome shows it).
-    open.iter()
+    open.into_iter()
         .filter(|a| !a.before_go_live)
         .filter_map(|a| {
             let activity = ctx.schedule.activity(&a.activity_id)?;
@@ -111,6 +111,27 @@ pub fn assignments(
             })
         })
         .collect()
+}
+
+/// Whether the daily rules could select open assignment `a` today outside catch-up: it is new
+/// since the last decision (`new_since`), overdue (chases, escalations), or due today or on a
+/// reminder day. A superset of what [`super::planner::daily_notices`] picks from it, so
+/// leaving the rest out changes no message and spares building their items (names, signed
+/// links): most open work is none of these on a given day.
+pub fn may_be_selected(
+    ctx: &Context,
+    a: &Assignment,
+    today: Date,
+    new_since: Option<Timestamp>,
+) -> bool {
+    if new_since.is_none_or(|t| a.created_at > t) || a.due < today {
+        return true;
+    }
+    let Some(activity) = ctx.schedule.activity(&a.activity_id) else {
+        return false; // not chased at all (see `assignments`)
+    };
+    let until = ctx.calendar.working_days_between(today, a.due);
+    (until == 0 && activity.notify.on_due_date) || activity.notify.remind_before.contains(&until)
 }
 
 /// Open actions (chased for their owners) and done ones (for their verifiers, once

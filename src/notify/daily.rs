@@ -71,7 +71,11 @@ pub async fn decide(
         .meta(DECIDED_AT_KEY)
         .await?
         .and_then(|t| crate::store::parse_instant(&t).ok());
-    let mut work = super::chased::assignments(ctx, router, &org, &open, today);
+    // Outside catch-up only the work today's rules can pick (the summary lists it all).
+    let chaseable = open
+        .iter()
+        .filter(|a| catch_up || super::chased::may_be_selected(ctx, a, today, new_since));
+    let mut work = super::chased::assignments(ctx, router, &org, chaseable, today);
     work.extend(chased_actions(store, ctx, router, &org, today).await?);
     let mut notices = daily_notices(ctx, router, &org, &work, today, catch_up, new_since);
     let previous: Option<u32> = store

@@ -3,7 +3,9 @@
 //! **Invariant:** the only caller of [`Channel::deliver`]; it reads the outbox and nothing else
 //! decides what is sent. Rows are claimed with a lease, sent one at a time per channel in queue
 //! order (channels run side by side), and nothing is lost: a row whose outcome was not recorded
-//! is sent again when its lease runs out.
+//! is sent again when its lease runs out. A channel with `connections` n > 1 (SMTP) runs n
+//! lanes side by side, each dealt every nth row of a batch and working exactly as a channel's
+//! single lane does (its own order, journal notes and recorded groups).
 //!
 //! # Recording outcomes
 //! Each channel's sends and the recording of their outcomes run side by side: while one write
@@ -20,7 +22,7 @@
 //! file (one `write`, no commit) that the next dispatch records before it claims anything; on
 //! PostgreSQL, where another node may claim a dead node's rows, the outbox row itself, at once
 //! (one `UPDATE` whose commit does not wait for `fsync`). Either way a kill resends at most the
-//! message in flight on each channel: accepted by the peer, not yet noted. Recording every
+//! message in flight on each channel lane (one per SMTP connection): accepted by the peer, not yet noted. Recording every
 //! outcome with a commit that waits for `fsync` before the next send would cost milliseconds
 //! per message on PostgreSQL, longer than the send itself (`benches/dispatch.rs`,
 //! BENCHMARKS.md). Power loss is not covered: neither note waits for the disk, so the last
@@ -305,8 +307,23 @@ impl Dispatcher {
         for row in rows {
             by_channel.entry(row.channel.clone()).or_default().push(row);
         }
-        let lanes = by_channel
-            .into_values()
+        // A channel that sends over several connections gets that many lanes, dealt its rows
+        // in turn (row i to lane i mod n), so the queue's front still goes out first.
+        let mut lanes_rows = Vec::new();
+        for (name, rows) in by_channel {
+            let n = self
+                .channels
+                .get(&name)
+                .map_or(1, |c| c.connections().max(1));
+            let mut dealt: Vec<Vec<OutboxRow>> =
+                (0..n.min(rows.len())).map(|_| Vec::new()).collect();
+            for (i, row) in rows.into_iter().enumerate() {
+                dealt[i % n].push(row);
+            }
+            lanes_rows.extend(dealt);
+        }
+        let lanes = lanes_rows
+            .into_iter()
             .map(|rows| self.run_lane(store, recipients, rows, now, journal));
         let mut report = DispatchReport::default();
         for lane in futures_util::future::join_all(lanes).await {

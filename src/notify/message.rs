@@ -165,4 +165,10 @@ pub trait Channel: Send + Sync {
     fn sends_html(&self) -> bool {
         true
     }
+    /// How many messages the dispatcher may have in flight on this channel at once (each over
+    /// a connection of its own; `[channels.*] connections` for SMTP). 1: one at a time, in
+    /// queue order.
+    fn connections(&self) -> usize {
+        1
+    }
 }

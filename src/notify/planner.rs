@@ -99,6 +99,12 @@ pub fn new_assignment_notices(
         {
             continue;
         }
+        // Most people hear of new work in their next daily message: build nothing for them
+        // (a period start creates tens of thousands of assignments at national size).
+        let (people, _) = holders(org, &a.assignee);
+        if people.iter().all(|p| router.wants_digest(p)) {
+            continue;
+        }
         let stored = a.stored(id);
         // Everyone else hears of it in their next daily message.
         notices.extend(
@@ -455,6 +461,7 @@ mod tests {
     use crate::notify::settings::{NotifyConfig, Preference};
     use crate::org::{Person, StaffRecord};
     use crate::schedule::{FinancialYear, Schedule};
+    use jiff::ToSpan;
     use jiff::civil::date;
 
     fn ctx() -> Context {
@@ -559,6 +566,42 @@ mod tests {
     ) -> Vec<Notice> {
         let work = super::super::chased::assignments(ctx, router, org, open, today);
         daily_notices(ctx, router, org, &work, today, catch_up, new_since)
+    }
+
+    #[test]
+    fn leaving_out_work_the_rules_cannot_pick_changes_no_notice() {
+        // Work due on every day of two months, some new since the last decision, for a person
+        // on single messages (TM), one on the daily message (SL's own) and a role (PU).
+        let since = jiff::Timestamp::from_second(1_000).unwrap();
+        let open: Vec<Assignment> = (0..60)
+            .map(|i| {
+                let holder = ["TM", "SL", "role:performance_unit"][i as usize % 3];
+                let mut a = audit(i, holder, date(2027, 5, 1).checked_add(i.days()).unwrap());
+                if i % 4 == 0 {
+                    a.created_at = jiff::Timestamp::from_second(2_000).unwrap();
+                }
+                a
+            })
+            .collect();
+        let (ctx, org) = (ctx(), org());
+        for digest_for in [&[][..], &["TM", "SL", "HOS"][..]] {
+            let router = router(digest_for);
+            let mut day = date(2027, 4, 20);
+            while day < date(2027, 7, 20) {
+                for new_since in [None, Some(since), SEEN] {
+                    let picked = open
+                        .iter()
+                        .filter(|a| super::super::chased::may_be_selected(&ctx, a, day, new_since));
+                    let work = super::super::chased::assignments(&ctx, &router, &org, picked, day);
+                    assert_eq!(
+                        daily_notices(&ctx, &router, &org, &work, day, false, new_since),
+                        notices_for(&ctx, &router, &org, &open, day, false, new_since),
+                        "{day}, new since {new_since:?}"
+                    );
+                }
+                day = day.tomorrow().unwrap();
+            }
+        }
     }
 
     /// A last decision after everything in these tests was created: nothing counts as new.

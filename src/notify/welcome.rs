@@ -40,12 +40,12 @@ pub async fn add_welcomes(
     notices: &mut Vec<Notice>,
     today: Date,
 ) -> Result<(), StoreError> {
-    let work = current_work(ctx, router, org, open, today);
+    let holders = holders_of(org, open);
     let candidates: BTreeSet<String> = notices
         .iter()
         .filter(|n| REPLACED.contains(&n.kind))
         .map(|n| n.recipient.clone())
-        .chain(work.keys().cloned())
+        .chain(holders.keys().map(|id| (*id).to_owned()))
         .collect();
     if candidates.is_empty() {
         return Ok(());
@@ -56,6 +56,20 @@ pub async fn add_welcomes(
     if new.is_empty() {
         return Ok(());
     }
+    // Items (names, signed links) only for the people being welcomed: on most days nobody is,
+    // and there are tens of thousands of open assignments at national size.
+    let work = new
+        .iter()
+        .filter_map(|person| {
+            let theirs = holders.get(person.as_str())?;
+            let mut items: Vec<Item> = theirs
+                .iter()
+                .map(|a| item(ctx, router, org, a, today))
+                .collect();
+            items.sort_by(|a, b| (&a.due, a.id).cmp(&(&b.due, b.id)));
+            Some(((*person).clone(), items))
+        })
+        .collect();
     let (welcomes, rest) =
         welcome_notices(router, org, &work, std::mem::take(notices), &new, today);
     *notices = rest;
@@ -63,24 +77,15 @@ pub async fn add_welcomes(
     Ok(())
 }
 
-/// Each current person's open work (their own and their roles'), oldest due first.
-fn current_work(
-    ctx: &Context,
-    router: &Router,
-    org: &Org,
-    open: &[Assignment],
-    today: Date,
-) -> BTreeMap<String, Vec<Item>> {
-    let mut work: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+/// Each current person's open work (their own and their roles').
+fn holders_of<'a>(org: &'a Org, open: &'a [Assignment]) -> BTreeMap<&'a str, Vec<&'a Assignment>> {
+    let mut work: BTreeMap<&str, Vec<&Assignment>> = BTreeMap::new();
     for a in open {
         for person in a.assignee.current_holders(org) {
-            work.entry(person.record.staff_id.clone())
+            work.entry(person.record.staff_id.as_str())
                 .or_default()
-                .push(item(ctx, router, org, a, today));
+                .push(a);
         }
-    }
-    for items in work.values_mut() {
-        items.sort_by(|a, b| (&a.due, a.id).cmp(&(&b.due, b.id)));
     }
     work
 }

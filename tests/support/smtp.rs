@@ -89,6 +89,9 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     /// How many more messages to stall after (counts `options.stall_after_data` down).
     stalls_left: AtomicUsize,
+    /// Sessions open now, and the most open at once (a client sending in parallel).
+    open: AtomicUsize,
+    most_open: AtomicUsize,
 }
 
 /// A running (or stopped) test SMTP server. Dropping it stops it.
@@ -116,6 +119,8 @@ impl SmtpServer {
             acceptor,
             received: Mutex::new(Vec::new()),
             stalls_left: AtomicUsize::new(options.stall_after_data),
+            open: AtomicUsize::new(0),
+            most_open: AtomicUsize::new(0),
             options,
         });
         let task = Some(tokio::spawn(accept_loop(listener, Arc::clone(&shared))));
@@ -142,6 +147,11 @@ impl SmtpServer {
         self.ca_pem
             .as_deref()
             .expect("the server was started without STARTTLS")
+    }
+
+    /// The most client sessions that were open at once.
+    pub fn most_sessions_at_once(&self) -> usize {
+        self.shared.most_open.load(Ordering::SeqCst)
     }
 
     /// Every message accepted so far.
@@ -223,7 +233,25 @@ struct Session {
     envelope: Option<(String, Vec<String>)>,
 }
 
+/// Counts a session as open while it lives.
+struct OpenSession(Arc<Shared>);
+
+impl OpenSession {
+    fn new(shared: &Arc<Shared>) -> OpenSession {
+        let now = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_open.fetch_max(now, Ordering::SeqCst);
+        OpenSession(Arc::clone(shared))
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn session(stream: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
+    let _open = OpenSession::new(&shared);
     if shared.options.silent {
         // Keep the connection open and say nothing, until the server is stopped.
         let _held = stream;
