@@ -40,6 +40,7 @@ use crate::ops::vitals::{LastPass, Vitals};
 use crate::pass::run_pass;
 use crate::store::Store;
 use crate::store::lease::{Leadership, Lease};
+use crate::store::wake::Wakes;
 
 /// How long the loop waits for the scheduler before checking the clock itself.
 const FALLBACK_WAKE: Duration = Duration::from_secs(90);
@@ -149,28 +150,42 @@ impl CronWake {
     }
 }
 
-/// Notices writes by other processes (`qaloop assignments complete`, `concerns raise`) and by
-/// the pages between passes, without a query: on SQLite every commit changes the database's
-/// WAL file (or the file itself), so a `stat` of both says whether to look at the outbox and
-/// the concerns. PostgreSQL has no such file: there the loop looks at every wake-up.
+/// Notices writes by other processes (`qaloop assignments complete`, `concerns raise`, another
+/// node) and by the pages between passes, without a query. On SQLite every commit changes the
+/// database's WAL file (or the file itself), so a `stat` of both says whether to look at the
+/// outbox and the concerns. On PostgreSQL the writers' transactions send `NOTIFY qaloop_wake`
+/// (`store::wake`), which also wakes the loop at once; while that listener is down, the loop
+/// looks at every wake-up.
 struct DbWatch {
     /// The database file and its WAL; empty on PostgreSQL.
     files: Vec<PathBuf>,
     /// Their (modified time, length) at the last look.
     seen: Vec<Option<(SystemTime, u64)>>,
+    /// On PostgreSQL, what the listener heard.
+    wakes: Option<Wakes>,
 }
 
 impl DbWatch {
-    fn new(url: &str) -> Self {
+    fn new(url: &str, wakes: Option<Wakes>) -> Self {
         let files: Vec<PathBuf> = crate::config::sqlite_file(url)
             .map(|(path, _)| vec![PathBuf::from(&path), PathBuf::from(format!("{path}-wal"))])
             .unwrap_or_default();
         let mut watch = Self {
             seen: Vec::new(),
             files,
+            wakes,
         };
         watch.seen();
         watch
+    }
+
+    /// Completes when the listener hears a write (never on SQLite, where the loop's timer
+    /// and the `stat` above do the work).
+    async fn notified(&self) {
+        match &self.wakes {
+            Some(wakes) => wakes.notified().await,
+            None => std::future::pending().await,
+        }
     }
 
     fn state(&self) -> Vec<Option<(SystemTime, u64)>> {
@@ -184,9 +199,13 @@ impl DbWatch {
             .collect()
     }
 
-    /// Whether the database changed since [`DbWatch::seen`] (always, on PostgreSQL).
+    /// Whether the database changed since [`DbWatch::seen`]. On PostgreSQL: whether a write was
+    /// heard since the last call (which clears it), or the listener is down or absent.
     fn changed(&self) -> bool {
-        self.files.is_empty() || self.state() != self.seen
+        match &self.wakes {
+            Some(wakes) => wakes.take(),
+            None => self.files.is_empty() || self.state() != self.seen,
+        }
     }
 
     /// Marks the current state as looked at (after a pass or a look at the outbox).
@@ -448,6 +467,14 @@ pub async fn serve(
             cancel.clone(),
         ));
     }
+    // On PostgreSQL, other processes' writes wake the loop at once (`store::wake`). Started
+    // before the first pass, so nothing written during it goes unheard.
+    let wakes = store
+        .listen_for_writes(cancel.clone())
+        .map(|(wakes, listener)| {
+            tasks.spawn(listener);
+            wakes
+        });
     // The loop must wake well inside the watchdog interval even when nothing is due, and, on
     // PostgreSQL, often enough for a follower to take over from a dead leader quickly.
     let mut fallback = watchdog.map_or(FALLBACK_WAKE, |w| FALLBACK_WAKE.min(w / 3));
@@ -521,12 +548,13 @@ pub async fn serve(
         failures: 0,
     };
     sends.refresh(&store, &live, clock.now()).await;
-    let mut writes = DbWatch::new(&live.settings.database.url);
+    let mut writes = DbWatch::new(&live.settings.database.url, wakes);
     let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
     let mut staff_mtime = modified(&live.settings.organisation.staff_file);
     loop {
         // One timer: the cron job's next minute, the next sendable message or alert round,
-        // or the fallback, whichever comes first. Nothing else wakes an idle daemon.
+        // or the fallback, whichever comes first; and on PostgreSQL a write by another
+        // process. Nothing else wakes an idle daemon.
         let sleep = [cron.until_next(), sends.until_next(clock.now())]
             .into_iter()
             .flatten()
@@ -535,6 +563,7 @@ pub async fn serve(
             biased;
             _ = &mut shutdown => break,
             Some(()) = hangup.recv() => "reload",
+            () = writes.notified() => "write",
             _ = tokio::time::sleep(sleep) => {
                 if cron.fired() { "schedule" } else { "timer" }
             }
@@ -633,6 +662,7 @@ pub async fn serve(
                 }
             };
             let stopping = finish_or_stop(work, shutdown.as_mut()).await;
+            crate::ops::memory::release_freed();
             vitals.busy(false);
             if stopping {
                 break;
@@ -749,6 +779,8 @@ async fn run_one(
         }
     }
     crate::ops::metrics::record_pass(started.elapsed().as_secs_f64(), ok);
+    // What the pass read is garbage now; give it back before the loop sleeps.
+    crate::ops::memory::release_freed();
     vitals.pass_finished(LastPass {
         at: now,
         finished: std::time::Instant::now(),
@@ -1000,14 +1032,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("q.db");
         std::fs::write(&db, b"x").unwrap();
-        let mut watch = DbWatch::new(&format!("sqlite://{}", db.display()));
+        let mut watch = DbWatch::new(&format!("sqlite://{}", db.display()), None);
         assert!(!watch.changed(), "nothing written yet");
         std::fs::write(dir.path().join("q.db-wal"), b"frame").unwrap();
         assert!(watch.changed(), "a new WAL frame is a change");
         watch.seen();
         assert!(!watch.changed());
-        // PostgreSQL has no file to watch: every wake looks.
-        assert!(DbWatch::new("postgres://localhost/db").changed());
+        // PostgreSQL has no file to watch: without its listener, every wake looks.
+        assert!(DbWatch::new("postgres://localhost/db", None).changed());
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub mod lease;
 pub mod outbox;
 pub mod records;
 pub mod stats;
+pub mod wake;
 
 pub use actions::{ActionChanged, ActionFilter, ActionHistoryEntry};
 pub use concerns::{Acknowledged, NewConcern};
