@@ -551,6 +551,9 @@ pub async fn serve(
     let mut writes = DbWatch::new(&live.settings.database.url, wakes);
     let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
     let mut staff_mtime = modified(&live.settings.organisation.staff_file);
+    // Memory the pool's connections held (SQLite's page caches, freed when idle connections
+    // close a minute after the last use) is given back once they have all closed.
+    let mut trim_when_closed = true;
     loop {
         // One timer: the cron job's next minute, the next sendable message or alert round,
         // or the fallback, whichever comes first; and on PostgreSQL a write by another
@@ -569,6 +572,10 @@ pub async fn serve(
             }
         };
         vitals.tick();
+        if trim_when_closed && store.open_connections() == 0 {
+            crate::ops::memory::release_freed();
+            trim_when_closed = false;
+        }
         if label == "reload" {
             if reload(&mut live) {
                 ops_state.set_facts(Facts::new(&live.settings, &live.ctx));
@@ -588,6 +595,7 @@ pub async fn serve(
                 }
             }
             systemd::ready(&status_line(&store, &vitals).await);
+            trim_when_closed = true;
             continue;
         }
         let now = clock.now().to_zoned(live.ctx.tz.clone());
@@ -621,6 +629,7 @@ pub async fn serve(
             staff_mtime = mtime;
             sends.refresh(&store, &live, clock.now()).await;
             writes.seen();
+            trim_when_closed = true;
             systemd::status(&status_line(&store, &vitals).await);
         } else if mtime != staff_mtime && role.leads() {
             staff_mtime = mtime;
@@ -630,6 +639,7 @@ pub async fn serve(
             }
             sends.refresh(&store, &live, clock.now()).await;
             writes.seen();
+            trim_when_closed = true;
             systemd::status(&status_line(&store, &vitals).await);
         } else if sends.due(now.timestamp()) || writes.changed() {
             // Between passes, only when something can be sent (or an alert round fell due),
@@ -669,6 +679,7 @@ pub async fn serve(
             }
             sends.refresh(&store, &live, clock.now()).await;
             writes.seen();
+            trim_when_closed = true;
         }
     }
     systemd::stopping();

@@ -1106,7 +1106,9 @@ async fn on_postgresql_a_write_by_another_process_wakes_the_nodes_at_once() {
             .spawn()
             .unwrap()
     };
-    let blocking = tokio::task::block_in_place;
+    fn blocking<T>(f: impl FnOnce() -> T) -> T {
+        tokio::task::block_in_place(f)
+    }
     let listening = "listening for other processes' writes";
     let mut a = spawn("a.log");
     blocking(|| wait_for_log(&s.path("a.log"), "pass complete", 1, &mut a));

@@ -338,6 +338,11 @@ impl Store {
             .await
     }
 
+    /// How many connections the pool holds open, in use or idle (0 once idle ones closed).
+    pub fn open_connections(&self) -> u32 {
+        on_pool!(self, |pool| pool.size())
+    }
+
     /// `sqlite` or `postgres`, for logs and reports.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {

@@ -7,6 +7,8 @@
 //! holds a connection of its own listening on that channel and tells the daemon's loop, which
 //! then looks at the concerns and the outbox at once instead of at its next timed wake-up.
 //! (On SQLite the loop `stat`s the database file and its WAL instead: one machine, one file.)
+//! A node hears its own writes too — its pages write through the same pool as its passes, so
+//! they cannot be told apart by session — which costs one extra look after each of its passes.
 //!
 //! If the listening connection fails, the loop is told the listener is down — it then looks at
 //! every timed wake-up, as it did before there was a listener — and the connection is tried
