@@ -56,15 +56,27 @@ import os, socket, subprocess, sys, time, urllib.request
 
 bin, work, idle, am, before = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 
-def cpu_ns(pid):
-    """CPU time of all live threads, from schedstat (nanoseconds, not 10 ms ticks)."""
-    total = 0
+def thread_ns(pid):
+    """CPU time of each live thread, from schedstat (nanoseconds, not 10 ms clock ticks)."""
+    times = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            total += int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[0])
+            times[tid] = int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[0])
         except (FileNotFoundError, ProcessLookupError):
             pass
-    return total
+    return times
+
+class CpuMeter:
+    """CPU used since start, sampled every second: each thread's last reading counts, so a
+    thread that exits in the window (SQLite's, when an idle connection closes) keeps the time
+    it used up to its last sample instead of taking it out of the total."""
+    def __init__(self, pid):
+        self.pid, self.start, self.last = pid, thread_ns(pid), {}
+    def sample(self):
+        self.last.update(thread_ns(self.pid))
+    def used_ns(self):
+        self.sample()
+        return sum(t - self.start.get(tid, 0) for tid, t in self.last.items())
 
 def rss_kib(pid):
     for line in open(f"/proc/{pid}/status"):
@@ -134,18 +146,19 @@ try:
 
     time.sleep(2)  # let both settle after start-up
     watched = qaloops + ([("alertmanager 0.25", a, a_ready)] if a else [])
-    cpu_before = {name: cpu_ns(p.pid) for name, p, _ in watched}
+    meters = {name: CpuMeter(p.pid) for name, p, _ in watched}
     peak = {name: 0 for name, _, _ in watched}
     end = time.monotonic() + idle
     while time.monotonic() < end:
         for name, p, _ in watched:
             peak[name] = max(peak[name], rss_kib(p.pid))
+            meters[name].sample()
         time.sleep(1)
     print(f"idle {idle} s, load average {open('/proc/loadavg').read().split()[0]}")
     print(f"{'process':<20} {'to ready':>10} {'RSS MiB':>8} {'peak MiB':>9} {'CPU ms/min':>11}"
           f" {'at READY':>9} {'anon MiB':>9} {'file MiB':>9}")
     for name, p, ready in watched:
-        used = (cpu_ns(p.pid) - cpu_before[name]) / 1e6 * 60 / idle
+        used = meters[name].used_ns() / 1e6 * 60 / idle
         anon, filed = rollup_kib(p.pid)
         ready_rss = f"{at_ready[name] / 1024:>9.1f}" if name in at_ready else f"{'':>9}"
         print(f"{name:<20} {ready * 1000:>8.0f}ms {rss_kib(p.pid) / 1024:>8.1f} "

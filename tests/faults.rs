@@ -1014,13 +1014,18 @@ async fn the_wake_listener_falls_back_while_its_connection_is_cut_and_comes_back
     };
     until("listening", within(30), &|| wakes.listening());
     // Coming up, it asks for one look (writes made before it listened were not heard).
-    tokio::time::timeout(within(5), wakes.notified()).await.unwrap();
+    tokio::time::timeout(within(5), wakes.notified())
+        .await
+        .unwrap();
     assert!(wakes.take());
     assert!(!wakes.take(), "nothing written since");
 
     // A write by another process wakes it.
     let other = qaloop::store::Store::connect(&db.url, 1).await.unwrap();
-    other.enqueue(&[wake_row("wake:1")], Timestamp::now()).await.unwrap();
+    other
+        .enqueue(&[wake_row("wake:1")], Timestamp::now())
+        .await
+        .unwrap();
     tokio::time::timeout(within(10), wakes.notified())
         .await
         .expect("the write was not heard");
@@ -1031,20 +1036,32 @@ async fn the_wake_listener_falls_back_while_its_connection_is_cut_and_comes_back
     // ignores).
     let mut raw = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
     raw.listen(qaloop::store::wake::CHANNEL).await.unwrap();
-    other.enqueue(&[wake_row("wake:1")], Timestamp::now()).await.unwrap();
+    other
+        .enqueue(&[wake_row("wake:1")], Timestamp::now())
+        .await
+        .unwrap();
     sqlx::query("SELECT pg_notify('qaloop_wake', 'marker')")
         .execute(&mut raw)
         .await
         .unwrap();
-    let first = tokio::time::timeout(within(10), raw.recv()).await.unwrap().unwrap();
-    assert_eq!(first.payload(), "marker", "a statement that inserted nothing notified");
+    let first = tokio::time::timeout(within(10), raw.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.payload(),
+        "marker",
+        "a statement that inserted nothing notified"
+    );
     drop(raw);
     other.close().await;
 
     // Cut: not listening, so every wake looks.
     let cut = Instant::now();
     blocking(|| db.take_down());
-    until("the listener to notice the cut", within(10), &|| !wakes.listening());
+    until("the listener to notice the cut", within(10), &|| {
+        !wakes.listening()
+    });
     let noticed = cut.elapsed();
     assert!(wakes.take(), "while down, every wake must look");
     assert!(wakes.take(), "… every one");
@@ -1052,11 +1069,16 @@ async fn the_wake_listener_falls_back_while_its_connection_is_cut_and_comes_back
     // Back: it reconnects by itself (1 s, 2 s, 4 s … between attempts) and hears writes.
     blocking(|| db.bring_back());
     let back = Instant::now();
-    until("the listener to reconnect", within(90), &|| wakes.listening());
+    until("the listener to reconnect", within(90), &|| {
+        wakes.listening()
+    });
     let reconnected = back.elapsed();
     wakes.take();
     let other = qaloop::store::Store::connect(&db.url, 1).await.unwrap();
-    other.enqueue(&[wake_row("wake:2")], Timestamp::now()).await.unwrap();
+    other
+        .enqueue(&[wake_row("wake:2")], Timestamp::now())
+        .await
+        .unwrap();
     tokio::time::timeout(within(10), async {
         loop {
             wakes.notified().await;
