@@ -8,7 +8,8 @@
 //!
 //! Around that: systemd notifications and the watchdog (`ops::systemd`), SIGHUP reloads
 //! (all or nothing), the ops listener, nightly backups, and on PostgreSQL a leader lease so
-//! only one node runs passes. Between passes the loop dispatches only when something is due.
+//! only one node runs passes. Between passes the loop dispatches only when something is due or
+//! another process wrote (SQLite: the file changed; PostgreSQL: `NOTIFY qaloop_wake`).
 //!
 //! **Invariant:** passes run one at a time, in the main loop; a shutdown signal lets the pass or
 //! dispatch in flight finish (up to `SHUTDOWN_GRACE`, 60 s, inside the unit's `TimeoutStopSec`);
@@ -45,8 +46,9 @@ use crate::store::wake::Wakes;
 /// How long the loop waits for the scheduler before checking the clock itself.
 const FALLBACK_WAKE: Duration = Duration::from_secs(90);
 
-/// How often an idle loop looks at the outbox even when nothing it knows of is due: rows queued
-/// by other processes (`qaloop assignments complete`, another node) are sent within this.
+/// How often an idle loop looks at the outbox even when nothing it knows of is due: writes by
+/// other processes that went unnoticed (a listening connection dead without an error, a row
+/// re-queued by `qaloop outbox retry` on PostgreSQL) are acted on within this.
 const IDLE_RECHECK: Duration = Duration::from_secs(5 * 60);
 
 /// When the loop next needs to dispatch: the earliest moment a queued message becomes
