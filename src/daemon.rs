@@ -8,7 +8,8 @@
 //!
 //! Around that: systemd notifications and the watchdog (`ops::systemd`), SIGHUP reloads
 //! (all or nothing), the ops listener, nightly backups, and on PostgreSQL a leader lease so
-//! only one node runs passes. Between passes the loop dispatches only when something is due.
+//! only one node runs passes. Between passes the loop dispatches only when something is due or
+//! another process wrote (SQLite: the file changed; PostgreSQL: `NOTIFY qaloop_wake`).
 //!
 //! **Invariant:** passes run one at a time, in the main loop; a shutdown signal lets the pass or
 //! dispatch in flight finish (up to `SHUTDOWN_GRACE`, 60 s, inside the unit's `TimeoutStopSec`);
@@ -40,12 +41,14 @@ use crate::ops::vitals::{LastPass, Vitals};
 use crate::pass::run_pass;
 use crate::store::Store;
 use crate::store::lease::{Leadership, Lease};
+use crate::store::wake::Wakes;
 
 /// How long the loop waits for the scheduler before checking the clock itself.
 const FALLBACK_WAKE: Duration = Duration::from_secs(90);
 
-/// How often an idle loop looks at the outbox even when nothing it knows of is due: rows queued
-/// by other processes (`qaloop assignments complete`, another node) are sent within this.
+/// How often an idle loop looks at the outbox even when nothing it knows of is due: writes by
+/// other processes that went unnoticed (a listening connection dead without an error, a row
+/// re-queued by `qaloop outbox retry` on PostgreSQL) are acted on within this.
 const IDLE_RECHECK: Duration = Duration::from_secs(5 * 60);
 
 /// When the loop next needs to dispatch: the earliest moment a queued message becomes
@@ -149,28 +152,42 @@ impl CronWake {
     }
 }
 
-/// Notices writes by other processes (`qaloop assignments complete`, `concerns raise`) and by
-/// the pages between passes, without a query: on SQLite every commit changes the database's
-/// WAL file (or the file itself), so a `stat` of both says whether to look at the outbox and
-/// the concerns. PostgreSQL has no such file: there the loop looks at every wake-up.
+/// Notices writes by other processes (`qaloop assignments complete`, `concerns raise`, another
+/// node) and by the pages between passes, without a query. On SQLite every commit changes the
+/// database's WAL file (or the file itself), so a `stat` of both says whether to look at the
+/// outbox and the concerns. On PostgreSQL the writers' transactions send `NOTIFY qaloop_wake`
+/// (`store::wake`), which also wakes the loop at once; while that listener is down, the loop
+/// looks at every wake-up.
 struct DbWatch {
     /// The database file and its WAL; empty on PostgreSQL.
     files: Vec<PathBuf>,
     /// Their (modified time, length) at the last look.
     seen: Vec<Option<(SystemTime, u64)>>,
+    /// On PostgreSQL, what the listener heard.
+    wakes: Option<Wakes>,
 }
 
 impl DbWatch {
-    fn new(url: &str) -> Self {
+    fn new(url: &str, wakes: Option<Wakes>) -> Self {
         let files: Vec<PathBuf> = crate::config::sqlite_file(url)
             .map(|(path, _)| vec![PathBuf::from(&path), PathBuf::from(format!("{path}-wal"))])
             .unwrap_or_default();
         let mut watch = Self {
             seen: Vec::new(),
             files,
+            wakes,
         };
         watch.seen();
         watch
+    }
+
+    /// Completes when the listener hears a write (never on SQLite, where the loop's timer
+    /// and the `stat` above do the work).
+    async fn notified(&self) {
+        match &self.wakes {
+            Some(wakes) => wakes.notified().await,
+            None => std::future::pending().await,
+        }
     }
 
     fn state(&self) -> Vec<Option<(SystemTime, u64)>> {
@@ -184,9 +201,13 @@ impl DbWatch {
             .collect()
     }
 
-    /// Whether the database changed since [`DbWatch::seen`] (always, on PostgreSQL).
+    /// Whether the database changed since [`DbWatch::seen`]. On PostgreSQL: whether a write was
+    /// heard since the last call (which clears it), or the listener is down or absent.
     fn changed(&self) -> bool {
-        self.files.is_empty() || self.state() != self.seen
+        match &self.wakes {
+            Some(wakes) => wakes.take(),
+            None => self.files.is_empty() || self.state() != self.seen,
+        }
     }
 
     /// Marks the current state as looked at (after a pass or a look at the outbox).
@@ -448,6 +469,14 @@ pub async fn serve(
             cancel.clone(),
         ));
     }
+    // On PostgreSQL, other processes' writes wake the loop at once (`store::wake`). Started
+    // before the first pass, so nothing written during it goes unheard.
+    let wakes = store
+        .listen_for_writes(cancel.clone())
+        .map(|(wakes, listener)| {
+            tasks.spawn(listener);
+            wakes
+        });
     // The loop must wake well inside the watchdog interval even when nothing is due, and, on
     // PostgreSQL, often enough for a follower to take over from a dead leader quickly.
     let mut fallback = watchdog.map_or(FALLBACK_WAKE, |w| FALLBACK_WAKE.min(w / 3));
@@ -521,12 +550,16 @@ pub async fn serve(
         failures: 0,
     };
     sends.refresh(&store, &live, clock.now()).await;
-    let mut writes = DbWatch::new(&live.settings.database.url);
+    let mut writes = DbWatch::new(&live.settings.database.url, wakes);
     let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
     let mut staff_mtime = modified(&live.settings.organisation.staff_file);
+    // Memory the pool's connections held (SQLite's page caches, freed when idle connections
+    // close a minute after the last use) is given back once they have all closed.
+    let mut trim_when_closed = true;
     loop {
         // One timer: the cron job's next minute, the next sendable message or alert round,
-        // or the fallback, whichever comes first. Nothing else wakes an idle daemon.
+        // or the fallback, whichever comes first; and on PostgreSQL a write by another
+        // process. Nothing else wakes an idle daemon.
         let sleep = [cron.until_next(), sends.until_next(clock.now())]
             .into_iter()
             .flatten()
@@ -535,11 +568,16 @@ pub async fn serve(
             biased;
             _ = &mut shutdown => break,
             Some(()) = hangup.recv() => "reload",
+            () = writes.notified() => "write",
             _ = tokio::time::sleep(sleep) => {
                 if cron.fired() { "schedule" } else { "timer" }
             }
         };
         vitals.tick();
+        if trim_when_closed && store.open_connections() == 0 {
+            crate::ops::memory::release_freed();
+            trim_when_closed = false;
+        }
         if label == "reload" {
             if reload(&mut live) {
                 ops_state.set_facts(Facts::new(&live.settings, &live.ctx));
@@ -559,6 +597,7 @@ pub async fn serve(
                 }
             }
             systemd::ready(&status_line(&store, &vitals).await);
+            trim_when_closed = true;
             continue;
         }
         let now = clock.now().to_zoned(live.ctx.tz.clone());
@@ -592,6 +631,7 @@ pub async fn serve(
             staff_mtime = mtime;
             sends.refresh(&store, &live, clock.now()).await;
             writes.seen();
+            trim_when_closed = true;
             systemd::status(&status_line(&store, &vitals).await);
         } else if mtime != staff_mtime && role.leads() {
             staff_mtime = mtime;
@@ -601,6 +641,7 @@ pub async fn serve(
             }
             sends.refresh(&store, &live, clock.now()).await;
             writes.seen();
+            trim_when_closed = true;
             systemd::status(&status_line(&store, &vitals).await);
         } else if sends.due(now.timestamp()) || writes.changed() {
             // Between passes, only when something can be sent (or an alert round fell due),
@@ -633,12 +674,14 @@ pub async fn serve(
                 }
             };
             let stopping = finish_or_stop(work, shutdown.as_mut()).await;
+            crate::ops::memory::release_freed();
             vitals.busy(false);
             if stopping {
                 break;
             }
             sends.refresh(&store, &live, clock.now()).await;
             writes.seen();
+            trim_when_closed = true;
         }
     }
     systemd::stopping();
@@ -749,6 +792,8 @@ async fn run_one(
         }
     }
     crate::ops::metrics::record_pass(started.elapsed().as_secs_f64(), ok);
+    // What the pass read is garbage now; give it back before the loop sleeps.
+    crate::ops::memory::release_freed();
     vitals.pass_finished(LastPass {
         at: now,
         finished: std::time::Instant::now(),
@@ -1000,14 +1045,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("q.db");
         std::fs::write(&db, b"x").unwrap();
-        let mut watch = DbWatch::new(&format!("sqlite://{}", db.display()));
+        let mut watch = DbWatch::new(&format!("sqlite://{}", db.display()), None);
         assert!(!watch.changed(), "nothing written yet");
         std::fs::write(dir.path().join("q.db-wal"), b"frame").unwrap();
         assert!(watch.changed(), "a new WAL frame is a change");
         watch.seen();
         assert!(!watch.changed());
-        // PostgreSQL has no file to watch: every wake looks.
-        assert!(DbWatch::new("postgres://localhost/db").changed());
+        // PostgreSQL has no file to watch: without its listener, every wake looks.
+        assert!(DbWatch::new("postgres://localhost/db", None).changed());
     }
 
     #[test]

@@ -1068,6 +1068,126 @@ async fn database_outage_is_named_not_ready_and_recovered_from_without_a_restart
     assert!(blocking(|| daemon.0.wait()).unwrap().success());
 }
 
+/// An outbox row for the wake-up tests: its insertion is the write other nodes must hear.
+fn wake_row(key: &str) -> qaloop::store::NewOutbox {
+    qaloop::store::NewOutbox {
+        key: key.into(),
+        kind: "reminder".into(),
+        channel: "email".into(),
+        recipient: "S0001".into(),
+        assignment_id: None,
+        context: "{}".into(),
+        not_before: Timestamp::now(),
+        suppressed: false,
+    }
+}
+
+/// Scenario 4, the wake-up listener (`store::wake`): its PostgreSQL connection is cut (the
+/// database refuses connections and its backends are ended). It says so at once — the loop
+/// then looks at the database at every timed wake-up — reconnects by itself once the database
+/// is back, and hears the next write by another process. Nothing panics or stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wake_listener_falls_back_while_its_connection_is_cut_and_comes_back_by_itself() {
+    if !postgres_available().await {
+        return;
+    }
+    let db = OwnDatabase::create();
+    let store = qaloop::store::Store::connect(&db.url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (wakes, listener) = store.listen_for_writes(cancel.clone()).unwrap();
+    let listener = tokio::spawn(listener);
+    let within = |limit: u64| Duration::from_secs(limit);
+    let until = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
+        blocking(|| wait_until(what, limit, done))
+    };
+    until("listening", within(30), &|| wakes.listening());
+    // Coming up, it asks for one look (writes made before it listened were not heard).
+    tokio::time::timeout(within(5), wakes.notified())
+        .await
+        .unwrap();
+    assert!(wakes.take());
+    assert!(!wakes.take(), "nothing written since");
+
+    // A write by another process wakes it.
+    let other = qaloop::store::Store::connect(&db.url, 1).await.unwrap();
+    other
+        .enqueue(&[wake_row("wake:1")], Timestamp::now())
+        .await
+        .unwrap();
+    tokio::time::timeout(within(10), wakes.notified())
+        .await
+        .expect("the write was not heard");
+    assert!(wakes.take());
+    // A statement that inserts nothing (the key exists) notifies nobody, or nodes re-queuing
+    // the same alert round would wake each other for ever: a listener of the test's own hears
+    // only the marker sent after it (which, with another payload than the schema, `wakes`
+    // ignores).
+    let mut raw = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    raw.listen(qaloop::store::wake::CHANNEL).await.unwrap();
+    other
+        .enqueue(&[wake_row("wake:1")], Timestamp::now())
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_notify('qaloop_wake', 'marker')")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(within(10), raw.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.payload(),
+        "marker",
+        "a statement that inserted nothing notified"
+    );
+    drop(raw);
+    other.close().await;
+
+    // Cut: not listening, so every wake looks.
+    let cut = Instant::now();
+    blocking(|| db.take_down());
+    until("the listener to notice the cut", within(10), &|| {
+        !wakes.listening()
+    });
+    let noticed = cut.elapsed();
+    assert!(wakes.take(), "while down, every wake must look");
+    assert!(wakes.take(), "… every one");
+
+    // Back: it reconnects by itself (1 s, 2 s, 4 s … between attempts) and hears writes.
+    blocking(|| db.bring_back());
+    let back = Instant::now();
+    until("the listener to reconnect", within(90), &|| {
+        wakes.listening()
+    });
+    let reconnected = back.elapsed();
+    wakes.take();
+    let other = qaloop::store::Store::connect(&db.url, 1).await.unwrap();
+    other
+        .enqueue(&[wake_row("wake:2")], Timestamp::now())
+        .await
+        .unwrap();
+    tokio::time::timeout(within(10), async {
+        loop {
+            wakes.notified().await;
+            if wakes.take() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("a write after the reconnect was not heard");
+    println!(
+        "FIGURES wake listener: cut noticed in {noticed:?}; listening again {reconnected:?} \
+         after the database came back; the next write heard"
+    );
+    other.close().await;
+    cancel.cancel();
+    listener.await.unwrap();
+    store.close().await;
+}
+
 /// Makes files and folders immutable (`chattr +i`) and mutable again when dropped: unlike a
 /// permission bit, which root ignores and which an open file never rechecks, it refuses every
 /// write, by root too and through descriptors already open — as a read-only mount does.

@@ -1063,3 +1063,128 @@ async fn two_nodes_on_postgresql_one_leads_and_the_other_takes_over_after_kill_9
     signal(&b, "-TERM");
     assert!(b.wait().unwrap().success());
 }
+
+/// Two `serve` nodes on one PostgreSQL schema, mail through a loopback SMTP relay, no timed
+/// passes (`every_minutes = 0`): an urgent concern recorded by a CLI command reaches the relay
+/// at once, because the write's `NOTIFY qaloop_wake` wakes the nodes. Without it nothing would
+/// look before the 5-minute idle recheck (`IDLE_RECHECK` in `src/daemon.rs`), far past this
+/// test's 60 s limit. (Checked by hand: with the triggers dropped, the alert did not come.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_write_by_another_process_wakes_the_nodes_at_once() {
+    let Some(db) = support::store::TestDb::postgres().await else {
+        return;
+    };
+    let support::store::Target::Postgres { url, schema } = db.target.clone() else {
+        unreachable!()
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}options[search_path]={schema}");
+    let smtp = support::smtp::SmtpServer::start(support::smtp::Options::default()).await;
+    let s = Setup::new();
+    s.edit("qaloop.toml", |t| {
+        let routed = "[[notify.routes]]\nkinds = [\"*\"]\nchannels = [\"mail-files\"]";
+        assert!(t.contains(routed), "{t}");
+        t.replacen(
+            routed,
+            "[[notify.routes]]\nkinds = [\"*\"]\nchannels = [\"email\"]",
+            1,
+        ) + &format!(
+            "\n[[channels]]\nname = \"email\"\nkind = \"email\"\nhost = \"127.0.0.1\"\n\
+             port = {}\nsecurity = \"none\"\nfrom = \"qa@example-council.test\"\n\
+             timeout_seconds = 5\n",
+            smtp.port()
+        )
+    });
+    let spawn = |log: &str| {
+        s.command(&["serve"])
+            .env("QALOOP__DATABASE__URL", &url)
+            .env("QALOOP__OPS__LISTEN", "off")
+            // No timed passes: only the start pass, a takeover or a wake-up looks.
+            .env("QALOOP__DAEMON__EVERY_MINUTES", "0")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(s.path(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    fn blocking<T>(f: impl FnOnce() -> T) -> T {
+        tokio::task::block_in_place(f)
+    }
+    let listening = "listening for other processes' writes";
+    let mut a = spawn("a.log");
+    blocking(|| wait_for_log(&s.path("a.log"), "pass complete", 1, &mut a));
+    blocking(|| wait_for_log(&s.path("a.log"), listening, 1, &mut a));
+    let mut b = spawn("b.log");
+    blocking(|| wait_for_log(&s.path("b.log"), "another node leads", 1, &mut b));
+    blocking(|| wait_for_log(&s.path("b.log"), listening, 1, &mut b));
+
+    // An audit by a member of staff, from the CLI (a process of its own).
+    let env_db = |mut c: Command| {
+        c.env("QALOOP__DATABASE__URL", &url);
+        c
+    };
+    let listed = blocking(|| {
+        env_db(s.command(&["assignments", "list", "--format", "json"]))
+            .output()
+            .unwrap()
+    });
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let audit = rows
+        .iter()
+        .find(|r| r["assignee"].as_str().is_some_and(|a| a.starts_with('S')))
+        .unwrap_or_else(|| panic!("no assignment held by a person: {rows:?}"));
+    let (id, by) = (
+        audit["id"].as_i64().unwrap().to_string(),
+        audit["assignee"].as_str().unwrap().to_owned(),
+    );
+    let is_alert = |subject: &str| subject.contains("Urgent concern: case WAKE-1");
+    let alerts = || {
+        support::notify::mail(&smtp)
+            .iter()
+            .filter(|(_, subject, _)| is_alert(subject))
+            .count()
+    };
+    assert_eq!(alerts(), 0);
+
+    let raised = Instant::now();
+    let out = blocking(|| {
+        env_db(s.command(&[
+            "concerns",
+            "raise",
+            "--assignment",
+            &id,
+            "--case-ref",
+            "WAKE-1",
+            "--by",
+            &by,
+        ]))
+        .output()
+        .unwrap()
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    blocking(|| {
+        let limit = Duration::from_secs(60);
+        while alerts() == 0 {
+            let logs = || {
+                ["a.log", "b.log"]
+                    .map(|l| std::fs::read_to_string(s.path(l)).unwrap_or_default())
+                    .join("\n----\n")
+            };
+            assert!(
+                raised.elapsed() < limit,
+                "no alert within {limit:?}:\n{}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    println!(
+        "FIGURES wake: urgent alert at the relay {:?} from the start of `concerns raise`",
+        raised.elapsed()
+    );
+
+    signal(&a, "-TERM");
+    signal(&b, "-TERM");
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+}

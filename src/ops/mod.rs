@@ -6,6 +6,7 @@
 //!   `qaloop check` and by SIGHUP reloads, so the three cannot disagree.
 //! - [`vitals`]: the daemon's liveness facts (main loop ticks, database answers, last pass),
 //!   shared by the watchdog, `STATUS=` lines and `/readyz`.
+//! - [`memory`]: after a pass, freed heap goes back to the system (`malloc_trim`).
 //! - [`systemd`]: `sd_notify(3)`: `READY=1`, `STATUS=`, `RELOADING=1`, `STOPPING=1` and the
 //!   watchdog, all no-ops outside systemd.
 
@@ -14,6 +15,7 @@ pub mod check;
 pub mod health;
 pub mod http;
 pub mod load;
+pub mod memory;
 pub mod metrics;
 pub mod settings;
 pub mod systemd;

@@ -105,6 +105,7 @@ pub mod lease;
 pub mod outbox;
 pub mod records;
 pub mod stats;
+pub mod wake;
 
 pub use actions::{ActionChanged, ActionFilter, ActionHistoryEntry};
 pub use concerns::{Acknowledged, NewConcern};
@@ -335,6 +336,11 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
+    }
+
+    /// How many connections the pool holds open, in use or idle (0 once idle ones closed).
+    pub fn open_connections(&self) -> u32 {
+        on_pool!(self, |pool| pool.size())
     }
 
     /// `sqlite` or `postgres`, for logs and reports.
