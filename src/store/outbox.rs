@@ -455,18 +455,8 @@ impl Store {
                 .execute(pool)
                 .await?;
             }
-            Backend::Sqlite(pool) => {
-                sqlx::query(
-                    "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
-                     claimed_until = NULL, last_error = NULL \
-                     WHERE id = $2 AND claim = $3 AND status IN ('pending', 'failed')",
-                )
-                .bind(&at)
-                .bind(id)
-                .bind(claim)
-                .execute(pool)
-                .await?;
-            }
+            // SQLite commits are local and cheap: the ordinary guarded write.
+            Backend::Sqlite(_) => self.mark_sent(&[id], claim, now).await?,
         }
         Ok(())
     }
