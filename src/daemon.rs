@@ -190,12 +190,16 @@ impl DbWatch {
         }
     }
 
+    /// Each file's (modified time, length); `None` for a missing or empty file, which say the
+    /// same: an emptied WAL (see [`DbWatch::settle`]) and one removed when the pool's last
+    /// connection closed are one state, so that close is not taken for a write.
     fn state(&self) -> Vec<Option<(SystemTime, u64)>> {
         self.files
             .iter()
             .map(|f| {
                 std::fs::metadata(f)
                     .ok()
+                    .filter(|m| m.len() > 0)
                     .and_then(|m| Some((m.modified().ok()?, m.len())))
             })
             .collect()
@@ -210,9 +214,23 @@ impl DbWatch {
         }
     }
 
-    /// Marks the current state as looked at (after a pass or a look at the outbox).
+    /// Marks the current state as looked at.
     fn seen(&mut self) {
         self.seen = self.state();
+    }
+
+    /// After a pass or a look at the outbox: empties SQLite's WAL into the database file
+    /// ([`Store::checkpoint`]), then marks the state as looked at. Without the checkpoint the
+    /// pool's idle connections closing a minute later would rewrite both files, the next
+    /// wake-up would take that for another process's write and open the database to look, and
+    /// the idle daemon would do so every other minute.
+    async fn settle(&mut self, store: &Store) {
+        if !self.files.is_empty()
+            && let Err(e) = store.checkpoint().await
+        {
+            tracing::debug!(error = %e, "WAL checkpoint after a pass failed; the next look settles it");
+        }
+        self.seen();
     }
 }
 
@@ -551,10 +569,12 @@ pub async fn serve(
     };
     sends.refresh(&store, &live, clock.now()).await;
     let mut writes = DbWatch::new(&live.settings.database.url, wakes);
+    writes.settle(&store).await;
     let mut nightly = nightly_backup(&live.settings, &clock.now().to_zoned(live.ctx.tz.clone()));
     let mut staff_mtime = modified(&live.settings.organisation.staff_file);
     // Memory the pool's connections held (SQLite's page caches, freed when idle connections
-    // close a minute after the last use) is given back once they have all closed.
+    // close a minute after the last use) is given back once they have all closed; that is
+    // also when the daemon is idle, so the code pages the work ran are handed back with it.
     let mut trim_when_closed = true;
     loop {
         // One timer: the cron job's next minute, the next sendable message or alert round,
@@ -575,7 +595,7 @@ pub async fn serve(
         };
         vitals.tick();
         if trim_when_closed && store.open_connections() == 0 {
-            crate::ops::memory::release_freed();
+            crate::ops::memory::release_idle();
             trim_when_closed = false;
         }
         if label == "reload" {
@@ -630,7 +650,7 @@ pub async fn serve(
             }
             staff_mtime = mtime;
             sends.refresh(&store, &live, clock.now()).await;
-            writes.seen();
+            writes.settle(&store).await;
             trim_when_closed = true;
             systemd::status(&status_line(&store, &vitals).await);
         } else if mtime != staff_mtime && role.leads() {
@@ -640,7 +660,7 @@ pub async fn serve(
                 break;
             }
             sends.refresh(&store, &live, clock.now()).await;
-            writes.seen();
+            writes.settle(&store).await;
             trim_when_closed = true;
             systemd::status(&status_line(&store, &vitals).await);
         } else if sends.due(now.timestamp()) || writes.changed() {
@@ -680,7 +700,7 @@ pub async fn serve(
                 break;
             }
             sends.refresh(&store, &live, clock.now()).await;
-            writes.seen();
+            writes.settle(&store).await;
             trim_when_closed = true;
         }
     }
@@ -1053,6 +1073,47 @@ mod tests {
         assert!(!watch.changed());
         // PostgreSQL has no file to watch: without its listener, every wake looks.
         assert!(DbWatch::new("postgres://localhost/db", None).changed());
+    }
+
+    #[tokio::test]
+    async fn the_pool_closing_its_connections_after_a_settled_look_is_not_taken_for_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("q.db").display());
+        let write = |store: Store| async move {
+            store.migrate().await.unwrap();
+            store.set_meta("probe", "1").await.unwrap();
+            store
+        };
+
+        // Unsettled: closing checkpoints the WAL into the file and removes it, which the
+        // `stat`s see as a change (the idle daemon used to open the database for it).
+        let store = write(Store::connect(&url, 2).await.unwrap()).await;
+        let mut watch = DbWatch::new(&url, None);
+        store.close().await;
+        assert!(
+            watch.changed(),
+            "closing without a checkpoint rewrites the files"
+        );
+
+        // Settled: the WAL was emptied first, and the close changes nothing watched.
+        let store = write(Store::connect(&url, 2).await.unwrap()).await;
+        watch.settle(&store).await;
+        assert!(!watch.changed());
+        store.close().await;
+        assert!(
+            !watch.changed(),
+            "the close after a checkpoint is not a write"
+        );
+
+        // Another process's write after that is still seen.
+        let other = Store::connect(&url, 1).await.unwrap();
+        other.set_meta("probe", "2").await.unwrap();
+        assert!(
+            watch.changed(),
+            "a write after the settled look is a change"
+        );
+        other.close().await;
+        assert!(watch.changed());
     }
 
     #[test]

@@ -36,6 +36,14 @@ const STAFF_REVISION_KEY: &str = "staff_revision";
 /// Rows per multi-row INSERT: well under both backends' bind-parameter limits.
 const INSERT_CHUNK: usize = 1000;
 
+/// How long a SQLite statement waits for another connection's lock before `SQLITE_BUSY`: two
+/// writers queue instead of failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// [`SQLITE_BUSY_TIMEOUT`] as SQL, to put it back on a connection (a test checks they agree).
+const POOL_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 30000";
+/// How long [`Store::checkpoint`] waits for readers before leaving the WAL as it is.
+const CHECKPOINT_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 200";
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -289,7 +297,7 @@ impl Store {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(30))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true);
             Backend::Sqlite(
                 SqlitePoolOptions::new()
@@ -373,6 +381,30 @@ impl Store {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Moves what SQLite's write-ahead log holds into the database file and empties the log
+    /// (`PRAGMA wal_checkpoint(TRUNCATE)`); nothing on PostgreSQL. The daemon calls it when a
+    /// pass or a dispatch is done, so that the pool closing its idle connections a minute later
+    /// (SQLite checkpoints and removes the log when its last connection closes) changes no file
+    /// the idle loop watches for other processes' writes. Best effort: with a reader in the way
+    /// the log is not emptied, SQLite says so in its answer (not an error), and the loop then
+    /// takes the close for a write once, looks, and settles again. It waits at most 200 ms for
+    /// readers (a long `qaloop report` or backup), not the pool's 30 s.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if let Backend::Sqlite(pool) = &self.backend {
+            let mut conn = pool.acquire().await?;
+            sqlx::query(CHECKPOINT_BUSY_TIMEOUT)
+                .execute(&mut *conn)
+                .await?;
+            let checkpoint = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await;
+            let restore = sqlx::query(POOL_BUSY_TIMEOUT).execute(&mut *conn).await;
+            checkpoint?;
+            restore?;
         }
         Ok(())
     }
@@ -1175,4 +1207,17 @@ fn push_history_select<DB>(
         ") AS n ON n.column1 = a.activity_id AND n.column2 = a.period_start \
          AND n.column3 = a.slot AND n.column4 = a.subject",
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_timeout_put_back_after_a_checkpoint_is_the_pools() {
+        assert_eq!(
+            POOL_BUSY_TIMEOUT,
+            format!("PRAGMA busy_timeout = {}", SQLITE_BUSY_TIMEOUT.as_millis())
+        );
+    }
 }
