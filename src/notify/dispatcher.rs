@@ -5,10 +5,10 @@
 //! order (channels run side by side), and nothing is lost: a row whose outcome was not recorded
 //! is sent again when its lease runs out. A channel with `connections` n > 1 (SMTP or webhook)
 //! runs n lanes side by side, each dealt every nth row of a batch and working exactly as a
-//! channel's single lane does (its own order, journal notes and recorded groups). When a batch
-//! has more than one lane, each runs as a Tokio task of its own, so that lanes can use every
-//! core of a multi-threaded runtime (their rendering and bookkeeping are CPU work; joined in one
-//! task they shared one core).
+//! channel's single lane does (its own order, journal notes and recorded groups). Each lane
+//! runs as a Tokio task of its own, so that lanes can use every core of a multi-threaded
+//! runtime (their rendering and bookkeeping are CPU work; joined in one task they shared one
+//! core), and a lane sends while the dispatch's own task claims the next batch.
 //!
 //! # Recording outcomes
 //! Each channel's sends and the recording of their outcomes run side by side: while one write
@@ -330,36 +330,29 @@ impl Dispatcher {
             }
             lanes_rows.extend(dealt);
         }
-        // A single lane runs here, in this task; more each get a task (dropping this future
-        // aborts them, as it would cut off futures joined here).
-        let mut results = Vec::with_capacity(lanes_rows.len());
-        if lanes_rows.len() == 1 {
-            let rows = lanes_rows.pop().unwrap_or_default();
-            let journal = journal.map(Arc::as_ref);
-            results.push(self.run_lane(store, &recipients, rows, now, journal).await);
-        } else {
-            let this = Arc::new(self.clone());
-            let mut lanes = tokio::task::JoinSet::new();
-            for (i, rows) in lanes_rows.into_iter().enumerate() {
-                let (this, store, org) =
-                    (Arc::clone(&this), store.clone(), Arc::clone(&recipients));
-                let journal = journal.cloned();
-                lanes.spawn(async move {
-                    let journal = journal.as_deref();
-                    (i, this.run_lane(&store, &org, rows, now, journal).await)
-                });
-            }
-            let mut done = Vec::with_capacity(lanes.len());
-            while let Some(joined) = lanes.join_next().await {
-                match joined {
-                    Ok(lane) => done.push(lane),
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(e) => panic!("a dispatch lane was cancelled: {e}"),
-                }
-            }
-            done.sort_by_key(|(i, _)| *i);
-            results.extend(done.into_iter().map(|(_, lane)| lane));
+        // Each lane is a task of its own (dropping this future aborts them, as it would cut
+        // off futures joined here): lanes use every core, and even a single lane sends while
+        // this task claims and reads the next batch.
+        let this = Arc::new(self.clone());
+        let mut lanes = tokio::task::JoinSet::new();
+        for (i, rows) in lanes_rows.into_iter().enumerate() {
+            let (this, store, org) = (Arc::clone(&this), store.clone(), Arc::clone(&recipients));
+            let journal = journal.cloned();
+            lanes.spawn(async move {
+                let journal = journal.as_deref();
+                (i, this.run_lane(&store, &org, rows, now, journal).await)
+            });
         }
+        let mut results = Vec::with_capacity(lanes.len());
+        while let Some(joined) = lanes.join_next().await {
+            match joined {
+                Ok(lane) => results.push(lane),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("a dispatch lane was cancelled: {e}"),
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        let results = results.into_iter().map(|(_, lane)| lane);
         let mut report = DispatchReport::default();
         for lane in results {
             let lane = lane?;
