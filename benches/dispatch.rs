@@ -21,6 +21,8 @@
 //! - `QALOOP_BENCH_RUNS`: runs per figure; the median rate is reported (default 3).
 //! - `QALOOP_BENCH_CHANNELS`: `email`, `webhook` or both (the default), comma-separated.
 //! - `QALOOP_BENCH_BACKENDS`: `sqlite`, `postgres` or both (the default), comma-separated.
+//! - `QALOOP_BENCH_CONNECTIONS`: the qaloop channel's `connections` (unset: the key is left
+//!   out, so the channel's default). The bare loop always sends one at a time.
 //! - `QALOOP_TEST_PG_URL`: the PostgreSQL server (default `postgres://postgres@127.0.0.1:5432/test`);
 //!   when it does not answer, PostgreSQL rows are skipped with a notice.
 
@@ -543,14 +545,18 @@ async fn qaloop_path(scenario: &Scenario, db: &Db) -> anyhow::Result<Times> {
         }
     };
     let port = scenario.port;
+    let connections = std::env::var("QALOOP_BENCH_CONNECTIONS")
+        .map(|n| format!("connections = {n}\n"))
+        .unwrap_or_default();
     let settings: ChannelSettings = toml::from_str(&match scenario.channel {
         ChannelKind::Email => format!(
             "kind = \"email\"\nname = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\n\
-             security = \"none\"\nfrom = \"{FROM}\"\n"
+             security = \"none\"\nfrom = \"{FROM}\"\n{connections}"
         ),
-        ChannelKind::Webhook => {
-            format!("kind = \"slack\"\nname = \"chat\"\nurl = \"http://127.0.0.1:{port}/hook\"\n")
-        }
+        ChannelKind::Webhook => format!(
+            "kind = \"slack\"\nname = \"chat\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+             {connections}"
+        ),
     })?;
     let here = std::path::Path::new(".");
     let channel: Arc<dyn Channel> = match &settings {

@@ -37,6 +37,8 @@
 //!   days for 1 October (the quarter and half-year start);
 //! - `QALOOP_BENCH_CONNECTIONS` (default 4): the email channel's `connections`, messages
 //!   sent at once (1: one at a time, the channel's default);
+//! - `QALOOP_BENCH_CURRENT_THREAD=1`: run the passes on a current-thread runtime, as `serve`
+//!   does (default: multi-threaded, as `tick` and the other commands);
 //! - `QALOOP_BENCH_PER_DAY=1`: also print each working day's two passes to stderr, each split
 //!   into reconcile, decide and dispatch (with the messages sent);
 //! - `QALOOP_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`); when it does not
@@ -127,7 +129,12 @@ struct Outcome {
 
 fn main() -> ExitCode {
     if let Ok(backend) = std::env::var(SCENARIO_ENV) {
-        let result = tokio::runtime::Builder::new_multi_thread()
+        let mut runtime = if std::env::var_os("QALOOP_BENCH_CURRENT_THREAD").is_some() {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+        };
+        let result = runtime
             .enable_all()
             .build()
             .map_err(BoxError::from)

@@ -54,6 +54,7 @@ fn channel(kind: &str, url: &str, timeout_seconds: u64) -> WebhookChannel {
         url: Some(Secret::new(url)),
         url_file: None,
         timeout_seconds,
+        connections: 1,
     };
     let settings = match kind {
         "teams" => ChannelSettings::Teams(plain()),
@@ -66,6 +67,7 @@ fn channel(kind: &str, url: &str, timeout_seconds: u64) -> WebhookChannel {
             secret: Some(Secret::new(SIGNING_KEY)),
             secret_file: None,
             timeout_seconds,
+            connections: 1,
         }),
         other => panic!("no such kind {other}"),
     };

@@ -381,8 +381,8 @@ async fn a_relay_that_never_answers_is_temporary_within_the_timeout() {
 #[tokio::test]
 async fn after_a_send_times_out_the_next_one_does_not_reuse_its_connection() {
     // The relay takes the first message and then goes quiet on that connection for good; a new
-    // connection is served normally. lettre would pool the stalled connection and the next send
-    // would hang on it too.
+    // connection is served normally. Keeping the stalled connection for the next send would
+    // hang that send too.
     let server = SmtpServer::start(Options {
         stall_after_data: 1,
         ..Options::default()
@@ -395,13 +395,44 @@ async fn after_a_send_times_out_the_next_one_does_not_reuse_its_connection() {
     let channel = SmtpChannel::new(&settings, Path::new(".")).unwrap();
 
     let stalled = channel.deliver(&message("k1")).await;
-    // Lets lettre's recycling task (spawned when the cut-off send let go of its connection) run.
-    tokio::task::yield_now().await;
     let next = channel.deliver(&message("k2")).await;
 
     temporary_reason(stalled);
     next.unwrap();
     assert_eq!(server.received().len(), 1);
+}
+
+#[tokio::test]
+async fn messages_sent_back_to_back_share_one_connection_with_no_noop_between() {
+    let server = SmtpServer::start(Options::default()).await;
+    let channel = plain_channel(&server);
+
+    for key in ["k1", "k2", "k3"] {
+        channel.deliver(&message(key)).await.unwrap();
+    }
+
+    assert_eq!(server.received().len(), 3);
+    assert_eq!(server.sessions(), 1);
+    assert_eq!(server.noops(), 0);
+}
+
+#[tokio::test]
+async fn after_a_refused_message_the_next_one_goes_over_a_new_connection() {
+    // A refused recipient ends the dialogue on that connection (lettre quits it); the channel
+    // must not keep it for the next message.
+    let server = SmtpServer::start(Options {
+        rcpt_replies: vec![(TO.to_owned(), 550)],
+        ..Options::default()
+    })
+    .await;
+    let channel = plain_channel(&server);
+
+    let refused = channel.deliver(&message("k1")).await;
+    let again = channel.deliver(&message("k2")).await;
+
+    permanent_reason(refused);
+    permanent_reason(again);
+    assert_eq!(server.sessions(), 2);
 }
 
 #[test]
@@ -413,7 +444,7 @@ fn a_channel_that_outlives_its_runtime_drops_quietly() {
     let (server, channel) = runtime.block_on(async {
         let server = SmtpServer::start(Options::default()).await;
         let channel = plain_channel(&server);
-        // Makes lettre's pool (and parks a connection in it).
+        // Leaves a connection open in the channel, kept for the next send.
         channel.deliver(&message("k1")).await.unwrap();
         (server, channel)
     });

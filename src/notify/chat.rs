@@ -97,6 +97,10 @@ pub struct WebhookSettings {
     /// Upper bound on one request, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// Posts in flight at once, each on a lane of its own in queue order (1: one at a time, in
+    /// queue order). As for email: a kill resends at most one post per lane.
+    #[serde(default = "default_connections")]
+    pub connections: u32,
 }
 
 /// `kind = "webhook"`
@@ -116,11 +120,20 @@ pub struct SignedWebhookSettings {
     /// Upper bound on one request, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// Posts in flight at once, each on a lane of its own in queue order (1: one at a time, in
+    /// queue order). As for email: a kill resends at most one post per lane.
+    #[serde(default = "default_connections")]
+    pub connections: u32,
 }
 
 fn default_timeout() -> u64 {
     10
 }
+fn default_connections() -> u32 {
+    1
+}
+/// The most `connections` allowed for a webhook.
+const MAX_CONNECTIONS: u32 = 16;
 
 /// Teams Workflows accepts about 28 KB per post; the whole JSON body is kept under this.
 pub const TEAMS_MAX_BYTES: usize = 28_000;
@@ -500,6 +513,8 @@ pub struct WebhookChannel {
     url: reqwest::Url,
     /// Upper bound on one request, connect to last byte of the answer.
     timeout: Duration,
+    /// `connections`: posts the dispatcher may have in flight at once.
+    connections: usize,
     /// Cheap to clone (an `Arc` inside); shared by all channels so they share one pool.
     client: reqwest::Client,
 }
@@ -523,12 +538,24 @@ impl WebhookChannel {
         settings: &ChannelSettings,
         base_dir: &Path,
     ) -> Result<Option<WebhookChannel>, String> {
-        let (name, url, url_file, timeout_seconds) = match settings {
+        let (name, url, url_file, timeout_seconds, connections) = match settings {
             ChannelSettings::Email(_) | ChannelSettings::File(_) => return Ok(None),
             ChannelSettings::Teams(s)
             | ChannelSettings::Slack(s)
-            | ChannelSettings::GoogleChat(s) => (&s.name, &s.url, &s.url_file, s.timeout_seconds),
-            ChannelSettings::Webhook(s) => (&s.name, &s.url, &s.url_file, s.timeout_seconds),
+            | ChannelSettings::GoogleChat(s) => (
+                &s.name,
+                &s.url,
+                &s.url_file,
+                s.timeout_seconds,
+                s.connections,
+            ),
+            ChannelSettings::Webhook(s) => (
+                &s.name,
+                &s.url,
+                &s.url_file,
+                s.timeout_seconds,
+                s.connections,
+            ),
         };
         let url = webhook_url(name, url.as_ref(), url_file.as_ref(), base_dir)?;
         let flavour = match settings {
@@ -545,12 +572,18 @@ impl WebhookChannel {
                 "channels.{name}.timeout_seconds: must be at least 1"
             ));
         }
+        if !(1..=MAX_CONNECTIONS).contains(&connections) {
+            return Err(format!(
+                "channels.{name}.connections: must be from 1 to {MAX_CONNECTIONS}"
+            ));
+        }
         let client = shared_client().map_err(|e| format!("channels.{name}: {e}"))?;
         Ok(Some(WebhookChannel {
             name: name.clone(),
             flavour,
             url,
             timeout: Duration::from_secs(timeout_seconds),
+            connections: connections as usize,
             client,
         }))
     }
@@ -658,6 +691,10 @@ impl Channel for WebhookChannel {
     /// Cards and posts are made of the subject and the text.
     fn sends_html(&self) -> bool {
         false
+    }
+
+    fn connections(&self) -> usize {
+        self.connections
     }
 }
 
@@ -1133,6 +1170,7 @@ mod tests {
             url: url.map(Secret::new),
             url_file: url_file.map(PathBuf::from),
             timeout_seconds: 10,
+            connections: 1,
         })
     }
 
@@ -1191,6 +1229,7 @@ mod tests {
                 secret: secret.map(Secret::new),
                 secret_file: None,
                 timeout_seconds,
+                connections: 1,
             })
         };
 
@@ -1207,6 +1246,41 @@ mod tests {
     }
 
     #[test]
+    fn connections_run_from_1_to_16_and_default_to_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |connections| {
+            let ChannelSettings::Slack(settings) = slack(Some("https://hooks.example/x"), None)
+            else {
+                unreachable!()
+            };
+            ChannelSettings::Slack(WebhookSettings {
+                connections,
+                ..settings
+            })
+        };
+        let read: ChannelSettings =
+            toml::from_str("kind = \"slack\"\nname = \"s\"\nurl = \"https://hooks.example/x\"\n")
+                .unwrap();
+
+        let default = WebhookChannel::from_settings(&read, dir.path())
+            .unwrap()
+            .unwrap();
+        let sixteen = WebhookChannel::from_settings(&with(16), dir.path())
+            .unwrap()
+            .unwrap();
+        let zero = WebhookChannel::from_settings(&with(0), dir.path()).unwrap_err();
+        let seventeen = WebhookChannel::from_settings(&with(17), dir.path()).unwrap_err();
+
+        assert_eq!(default.connections(), 1);
+        assert_eq!(sixteen.connections(), 16);
+        assert_eq!(
+            zero,
+            "channels.team-slack.connections: must be from 1 to 16"
+        );
+        assert_eq!(seventeen, zero);
+    }
+
+    #[test]
     fn debug_never_prints_the_url_or_the_secret() {
         let dir = tempfile::tempdir().unwrap();
         let settings = ChannelSettings::Webhook(SignedWebhookSettings {
@@ -1216,6 +1290,7 @@ mod tests {
             secret: Some(Secret::new("signing-key")),
             secret_file: None,
             timeout_seconds: 10,
+            connections: 1,
         });
 
         let channel = WebhookChannel::from_settings(&settings, dir.path())

@@ -3,9 +3,14 @@
 //! **Invariant:** the only caller of [`Channel::deliver`]; it reads the outbox and nothing else
 //! decides what is sent. Rows are claimed with a lease, sent one at a time per channel in queue
 //! order (channels run side by side), and nothing is lost: a row whose outcome was not recorded
-//! is sent again when its lease runs out. A channel with `connections` n > 1 (SMTP) runs n
-//! lanes side by side, each dealt every nth row of a batch and working exactly as a channel's
-//! single lane does (its own order, journal notes and recorded groups).
+//! is sent again when its lease runs out. A channel with `connections` n > 1 (SMTP or webhook)
+//! runs n lanes side by side, each dealt every nth row of a batch and working exactly as a
+//! channel's single lane does (its own order, journal notes and recorded groups). Each lane
+//! runs as a Tokio task of its own, so that lanes can use every core of a multi-threaded
+//! runtime (their rendering and bookkeeping are CPU work; joined in one task they shared one
+//! core), and a lane sends while the dispatch's own task claims the next batch. (`serve` runs
+//! on a current-thread runtime to stay small when idle; there the tasks share its one thread
+//! and overlap only their waiting, as the joined futures did.)
 //!
 //! # Recording outcomes
 //! Each channel's sends and the recording of their outcomes run side by side: while one write
@@ -113,6 +118,10 @@ pub struct DispatchReport {
 }
 
 /// Sends outbox rows through the configured channels.
+///
+/// Cheap to clone (its channels and templates are shared): each claimed batch's lanes run as
+/// tasks of their own over a clone, so that they can use every core.
+#[derive(Clone)]
 pub struct Dispatcher {
     /// Channels by name.
     channels: HashMap<String, Arc<dyn Channel>>,
@@ -217,7 +226,7 @@ impl Dispatcher {
         now: Timestamp,
     ) -> Result<DispatchReport, StoreError> {
         let mut report = DispatchReport::default();
-        let journal = self.open_journal(store).await?;
+        let journal = self.open_journal(store).await?.map(Arc::new);
         let journal = journal.as_ref();
         // Outside working hours only what is never held goes out.
         let kinds: Option<&[&str]> = match &self.hours {
@@ -231,7 +240,7 @@ impl Dispatcher {
         // The claims this dispatch holds (the batch being sent and the one claimed ahead), kept
         // leased while it works.
         let held = std::sync::Mutex::new(Vec::<String>::new());
-        let hold = |batch: &Option<(Vec<OutboxRow>, Org)>| {
+        let hold = |batch: &Option<(Vec<OutboxRow>, Arc<Org>)>| {
             if let Some(claim) = batch.as_ref().and_then(|(rows, _)| rows[0].claim.clone()) {
                 held.lock().unwrap_or_else(|e| e.into_inner()).push(claim);
             }
@@ -249,7 +258,7 @@ impl Dispatcher {
             while let Some((rows, recipients)) = batch {
                 let claim = rows[0].claim.clone();
                 let (sent, next) = tokio::join!(
-                    self.send_batch(store, &recipients, rows, now, journal),
+                    self.send_batch(store, recipients, rows, now, journal),
                     claim_batch(store, at(), self.lease, kinds)
                 );
                 release(claim);
@@ -294,14 +303,15 @@ impl Dispatcher {
         self
     }
 
-    /// One claimed batch: each channel's rows in order, channels side by side.
+    /// One claimed batch: each channel's rows in order, channels (and a channel's lanes) side
+    /// by side, each lane a task of its own so that lanes can run on different cores.
     async fn send_batch(
         &self,
         store: &Store,
-        recipients: &Org,
+        recipients: Arc<Org>,
         rows: Vec<OutboxRow>,
         now: Timestamp,
-        journal: Option<&Journal>,
+        journal: Option<&Arc<Journal>>,
     ) -> Result<DispatchReport, StoreError> {
         let mut by_channel: BTreeMap<String, Vec<OutboxRow>> = BTreeMap::new();
         for row in rows {
@@ -322,11 +332,31 @@ impl Dispatcher {
             }
             lanes_rows.extend(dealt);
         }
-        let lanes = lanes_rows
-            .into_iter()
-            .map(|rows| self.run_lane(store, recipients, rows, now, journal));
+        // Each lane is a task of its own (dropping this future aborts them, as it would cut
+        // off futures joined here): lanes use every core, and even a single lane sends while
+        // this task claims and reads the next batch.
+        let this = Arc::new(self.clone());
+        let mut lanes = tokio::task::JoinSet::new();
+        for (i, rows) in lanes_rows.into_iter().enumerate() {
+            let (this, store, org) = (Arc::clone(&this), store.clone(), Arc::clone(&recipients));
+            let journal = journal.cloned();
+            lanes.spawn(async move {
+                let journal = journal.as_deref();
+                (i, this.run_lane(&store, &org, rows, now, journal).await)
+            });
+        }
+        let mut results = Vec::with_capacity(lanes.len());
+        while let Some(joined) = lanes.join_next().await {
+            match joined {
+                Ok(lane) => results.push(lane),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("a dispatch lane was cancelled: {e}"),
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        let results = results.into_iter().map(|(_, lane)| lane);
         let mut report = DispatchReport::default();
-        for lane in futures_util::future::join_all(lanes).await {
+        for lane in results {
             let lane = lane?;
             report.sent += lane.sent;
             report.retrying += lane.retrying;
@@ -749,7 +779,7 @@ async fn claim_batch(
     now: Timestamp,
     lease: SignedDuration,
     kinds: Option<&[&str]>,
-) -> Result<Option<(Vec<OutboxRow>, Org)>, StoreError> {
+) -> Result<Option<(Vec<OutboxRow>, Arc<Org>)>, StoreError> {
     let rows = store.claim_kinds(now, now + lease, BATCH, kinds).await?;
     if rows.is_empty() {
         return Ok(None);
@@ -770,7 +800,7 @@ async fn claim_batch(
         .await?;
     let mut rows = rows;
     drop_closed_items(store, &mut rows).await?;
-    Ok(Some((rows, Org::new(people))))
+    Ok(Some((rows, Arc::new(Org::new(people)))))
 }
 
 /// The kinds that bundle a day's items, re-checked when they go out.

@@ -11,15 +11,15 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use lettre::Address;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
-use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -51,7 +51,8 @@ pub struct SmtpSettings {
     /// Upper bound on one whole SMTP dialogue, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
-    /// Pooled connections kept open between sends (0: close each connection after its send).
+    /// Idle connections kept open between sends (at least `connections`; one idle for a minute
+    /// is closed when next needed).
     #[serde(default = "default_pool")]
     pub pool_size: u32,
     /// Messages sent at once, each over a connection of its own (1: one at a time, in queue
@@ -264,10 +265,19 @@ impl Header for AutoSubmitted {
     }
 }
 
-/// Sends through an SMTP relay, with pooled connections.
+/// Sends through an SMTP relay, keeping connections open between sends.
 ///
 /// lettre's own timeout bounds only the TCP connect; a relay that accepts and then stalls would
 /// hang a send forever, so every send is also bounded by `timeout_seconds` as a whole.
+///
+/// The channel keeps its own few idle connections ([`lettre`]'s [`AsyncSmtpConnection`], each
+/// made as lettre's transport makes one: connect, implicit TLS or STARTTLS, EHLO, AUTH) instead
+/// of lettre's pooled transport, because that pool sends a `NOOP` before every reuse: one round
+/// trip of the five a message takes. Here a connection used within the last
+/// [`REUSE_UNCHECKED`] is reused as it is (a dispatch's lane sends back to back); one idle for
+/// longer is checked with a `NOOP` first, as lettre did, and one idle for [`IDLE_TIMEOUT`] or
+/// more is closed and replaced. A connection on which anything failed, or whose send ran out of
+/// time mid-dialogue, is never reused.
 pub struct SmtpChannel {
     /// `[[channels]] name`.
     name: String,
@@ -277,15 +287,44 @@ pub struct SmtpChannel {
     timeout: Duration,
     /// `connections`: messages the dispatcher may send at once.
     connections: usize,
-    /// How to make a transport. Kept so a timed-out transport can be replaced (see `transport`).
-    builder: AsyncSmtpTransportBuilder,
-    /// The pooled transport, made on first use: lettre's pool spawns a Tokio task when made, so
-    /// it cannot be made outside a runtime (and [`SmtpChannel::new`] may be). A send cut off by
-    /// the timeout leaves its connection mid-dialogue, and lettre would put it back in the pool
-    /// and reuse it out of step with the relay; so after a timeout the whole transport is
-    /// dropped and the next send makes a fresh one. A `std` mutex, held only to clone the `Arc`.
-    transport: Mutex<Option<Arc<AsyncSmtpTransport<Tokio1Executor>>>>,
+    /// Where and how to open a connection.
+    relay: Relay,
+    /// Open connections not in use, the most recently used last. A `std` mutex, held only to
+    /// push or pop.
+    idle: Mutex<Vec<Parked>>,
+    /// The most idle connections kept: `pool_size`, and at least `connections`, so that every
+    /// lane finds its connection again.
+    keep: usize,
 }
+
+/// How to reach the relay.
+struct Relay {
+    /// Host name or address.
+    host: String,
+    /// Port.
+    port: u16,
+    /// `security`.
+    security: SmtpSecurity,
+    /// TLS settings, unless `security = "none"`.
+    tls: Option<TlsParameters>,
+    /// SMTP AUTH, tried with lettre's default mechanisms (PLAIN, LOGIN).
+    credentials: Option<Credentials>,
+    /// The `EHLO` name: this host's, as lettre's transport sends.
+    hello: ClientId,
+}
+
+/// An idle connection and when it was last used.
+struct Parked {
+    /// The connection, between messages.
+    connection: AsyncSmtpConnection,
+    /// When its last send finished.
+    since: tokio::time::Instant,
+}
+
+/// A connection used at most this long ago is reused without a `NOOP` first.
+const REUSE_UNCHECKED: Duration = Duration::from_secs(1);
+/// A connection idle this long is closed, not reused (lettre's pool's default).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl SmtpChannel {
     /// Builds the channel from its settings, reading the password and CA files now so a bad
@@ -334,9 +373,8 @@ impl SmtpChannel {
         };
 
         let tls = match settings.security {
-            SmtpSecurity::None => Tls::None,
-            SmtpSecurity::Starttls => Tls::Required(tls_parameters(settings, base_dir)?),
-            SmtpSecurity::Tls => Tls::Wrapper(tls_parameters(settings, base_dir)?),
+            SmtpSecurity::None => None,
+            SmtpSecurity::Starttls | SmtpSecurity::Tls => Some(tls_parameters(settings, base_dir)?),
         };
         let port = settings.port.unwrap_or(match settings.security {
             SmtpSecurity::Starttls => 587,
@@ -344,46 +382,86 @@ impl SmtpChannel {
             SmtpSecurity::None => 25,
         });
 
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
-            .port(port)
-            .tls(tls)
-            .timeout(Some(timeout))
-            // Parallel sends each hold a pooled connection: keep at least that many.
-            .pool_config(PoolConfig::new().max_size(settings.pool_size.max(settings.connections)));
-        if let Some(credentials) = credentials {
-            builder = builder.credentials(credentials);
-        }
-
         Ok(Self {
             name: name.clone(),
             sender,
             timeout,
             connections: settings.connections as usize,
-            builder,
-            transport: Mutex::new(None),
+            relay: Relay {
+                host: settings.host.clone(),
+                port,
+                security: settings.security,
+                tls,
+                credentials,
+                hello: ClientId::default(),
+            },
+            idle: Mutex::new(Vec::new()),
+            keep: settings.pool_size.max(settings.connections) as usize,
         })
     }
 
-    /// The current transport, made now if there is none.
-    fn transport(&self) -> Arc<AsyncSmtpTransport<Tokio1Executor>> {
-        let mut slot = self
-            .transport
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(slot.get_or_insert_with(|| Arc::new(self.builder.clone().build())))
+    /// A new connection, made as lettre's transport makes one: TCP (bounded by the timeout),
+    /// TLS from the first byte or STARTTLS (required), EHLO, then AUTH when configured.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let relay = &self.relay;
+        let wrapper = match relay.security {
+            SmtpSecurity::Tls => relay.tls.clone(),
+            SmtpSecurity::Starttls | SmtpSecurity::None => None,
+        };
+        let mut connection = AsyncSmtpConnection::connect_tokio1(
+            (relay.host.as_str(), relay.port),
+            Some(self.timeout),
+            &relay.hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        if let (SmtpSecurity::Starttls, Some(tls)) = (relay.security, &relay.tls) {
+            connection.starttls(tls.clone(), &relay.hello).await?;
+        }
+        if let Some(credentials) = &relay.credentials {
+            connection.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(connection)
     }
 
-    /// Drops `stale` (if it is still current) so the next send makes a fresh transport.
-    fn discard(&self, stale: &Arc<AsyncSmtpTransport<Tokio1Executor>>) {
-        let mut slot = self
-            .transport
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if slot
-            .as_ref()
-            .is_some_and(|current| Arc::ptr_eq(current, stale))
+    /// A connection to send on: an idle one (checked with a `NOOP` if idle for a while), or a
+    /// new one.
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        while let Some(Parked {
+            mut connection,
+            since,
+        }) = self.take_idle()
         {
-            *slot = None;
+            let idle = since.elapsed();
+            if idle >= IDLE_TIMEOUT {
+                connection.abort().await;
+            } else if idle < REUSE_UNCHECKED || connection.test_connected().await {
+                return Ok(connection);
+            } else {
+                connection.abort().await;
+            }
+        }
+        self.connect().await
+    }
+
+    /// The most recently used idle connection, if any.
+    fn take_idle(&self) -> Option<Parked> {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    /// Keeps `connection`, just used, for the next send (unless enough are kept already: then
+    /// it is dropped, which closes it).
+    fn park(&self, connection: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.keep && !connection.has_broken() {
+            idle.push(Parked {
+                connection,
+                since: tokio::time::Instant::now(),
+            });
         }
     }
 }
@@ -429,39 +507,28 @@ impl Channel for SmtpChannel {
     fn deliver<'a>(&'a self, message: &'a Message) -> DeliverFuture<'a> {
         Box::pin(async move {
             let email = compose(message, &self.sender)?;
-            let transport = self.transport();
-            match tokio::time::timeout(self.timeout, transport.send(email)).await {
+            let bytes = email.formatted();
+            let send = async {
+                let mut connection = self.checkout().await?;
+                let response = connection.send(email.envelope(), &bytes).await?;
+                // Only a connection whose whole dialogue succeeded is reused (lettre closes
+                // one on which a command failed).
+                self.park(connection);
+                Ok::<_, lettre::transport::smtp::Error>(response)
+            };
+            // A send cut off here drops its connection mid-dialogue with it: never reused.
+            match tokio::time::timeout(self.timeout, send).await {
                 Ok(Ok(_response)) => Ok(()),
                 Ok(Err(error)) => Err(classify(&error)),
-                Err(_elapsed) => {
-                    self.discard(&transport);
-                    Err(DeliveryError::Temporary {
-                        reason: format!(
-                            "the relay did not complete the send within {} s",
-                            self.timeout.as_secs()
-                        ),
-                        retry_after: None,
-                    })
-                }
+                Err(_elapsed) => Err(DeliveryError::Temporary {
+                    reason: format!(
+                        "the relay did not complete the send within {} s",
+                        self.timeout.as_secs()
+                    ),
+                    retry_after: None,
+                }),
             }
         })
-    }
-}
-
-impl Drop for SmtpChannel {
-    fn drop(&mut self) {
-        // lettre's pool spawns a Tokio task when it is dropped, which panics outside a runtime
-        // (typically a channel outliving `block_on` at exit). There, leak it instead: at worst
-        // a few idle sockets stay open until the process ends.
-        if tokio::runtime::Handle::try_current().is_err() {
-            let slot = self
-                .transport
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(transport) = slot.take() {
-                std::mem::forget(transport);
-            }
-        }
     }
 }
 

@@ -288,6 +288,24 @@ pub struct Reassignment {
     pub to: String,
 }
 
+/// A pooled connection idle for less than this is handed out without a ping first.
+///
+/// sqlx pings every connection it takes from the pool by default: a round trip before every
+/// statement, which doubled the round trips of the dispatcher's one-row writes on PostgreSQL
+/// (one per message, each before the next send). A connection used within the last second is
+/// taken as alive; if the server dropped it in that second, the statement fails and its caller
+/// retries as after any database error (a pass, a dispatch), and sqlx closes the connection.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Whether a pooled connection may be handed out: yes if it was used within
+/// [`PING_AFTER_IDLE`], else if it answers a ping.
+async fn still_alive<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> bool {
+    meta.idle_for < PING_AFTER_IDLE || conn.ping().await.is_ok()
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://PATH`, created if missing, or `postgres://…`).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
@@ -310,8 +328,14 @@ impl Store {
                     // connection fails ("non-zero transaction depth") even once the file is
                     // writable again: such a connection is closed, not handed out. (The pool
                     // has flushed pending rollbacks by then; this is a read of a counter.)
-                    .before_acquire(|conn, _| {
-                        Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                    //
+                    // Checked only when idle for a while: see `PING_AFTER_IDLE`.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            Ok(!sqlx::Connection::is_in_transaction(conn)
+                                && still_alive(conn, meta).await)
+                        })
                     })
                     .connect_with(options)
                     .await?,
@@ -342,6 +366,9 @@ impl Store {
         PgPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
+            // Checked only when idle for a while: see `PING_AFTER_IDLE`.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(async move { Ok(still_alive(conn, meta).await) }))
             .connect_with(options)
             .await
     }

@@ -92,6 +92,9 @@ struct Shared {
     /// Sessions open now, and the most open at once (a client sending in parallel).
     open: AtomicUsize,
     most_open: AtomicUsize,
+    /// Sessions opened in all, and `NOOP`s received in all (a client reusing connections).
+    sessions: AtomicUsize,
+    noops: AtomicUsize,
 }
 
 /// A running (or stopped) test SMTP server. Dropping it stops it.
@@ -121,6 +124,8 @@ impl SmtpServer {
             stalls_left: AtomicUsize::new(options.stall_after_data),
             open: AtomicUsize::new(0),
             most_open: AtomicUsize::new(0),
+            sessions: AtomicUsize::new(0),
+            noops: AtomicUsize::new(0),
             options,
         });
         let task = Some(tokio::spawn(accept_loop(listener, Arc::clone(&shared))));
@@ -152,6 +157,16 @@ impl SmtpServer {
     /// The most client sessions that were open at once.
     pub fn most_sessions_at_once(&self) -> usize {
         self.shared.most_open.load(Ordering::SeqCst)
+    }
+
+    /// How many client sessions were opened, in all.
+    pub fn sessions(&self) -> usize {
+        self.shared.sessions.load(Ordering::SeqCst)
+    }
+
+    /// How many `NOOP`s clients sent, in all.
+    pub fn noops(&self) -> usize {
+        self.shared.noops.load(Ordering::SeqCst)
     }
 
     /// Every message accepted so far.
@@ -238,6 +253,7 @@ struct OpenSession(Arc<Shared>);
 
 impl OpenSession {
     fn new(shared: &Arc<Shared>) -> OpenSession {
+        shared.sessions.fetch_add(1, Ordering::SeqCst);
         let now = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
         shared.most_open.fetch_max(now, Ordering::SeqCst);
         OpenSession(Arc::clone(shared))
@@ -297,7 +313,10 @@ impl Session {
                     self.envelope = None;
                     self.reply(250, "2.0.0 OK").await?;
                 }
-                "NOOP" => self.reply(250, "2.0.0 OK").await?,
+                "NOOP" => {
+                    self.shared.noops.fetch_add(1, Ordering::SeqCst);
+                    self.reply(250, "2.0.0 OK").await?;
+                }
                 "QUIT" => return self.reply(221, "2.0.0 Bye").await,
                 _ => self.reply(500, "5.5.2 Command not recognised").await?,
             }
