@@ -434,13 +434,11 @@ impl SmtpChannel {
         }) = self.take_idle()
         {
             let idle = since.elapsed();
-            if idle >= IDLE_TIMEOUT {
-                connection.abort().await;
-            } else if idle < REUSE_UNCHECKED || connection.test_connected().await {
+            if idle < IDLE_TIMEOUT && (idle < REUSE_UNCHECKED || connection.test_connected().await)
+            {
                 return Ok(connection);
-            } else {
-                connection.abort().await;
             }
+            connection.abort().await;
         }
         self.connect().await
     }

@@ -63,17 +63,9 @@ fn page_out_executable() {
     }
 }
 
-/// This process's file-backed resident memory, KiB (`RssFile` in `/proc/self/status`).
-#[cfg(test)]
-fn file_backed_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("RssFile:"))?;
-    line.trim().trim_end_matches("kB").trim().parse().ok()
-}
-
-#[cfg(target_os = "linux")]
 /// The address ranges of the mappings of file `path` that are not writable, from the text of
 /// `/proc/self/maps` (`start-end perms offset dev inode path`, one mapping a line).
+#[cfg(target_os = "linux")]
 fn read_only_mappings_of(maps: &str, path: &str) -> Vec<(usize, usize)> {
     maps.lines()
         .filter_map(|line| {
@@ -95,6 +87,13 @@ fn read_only_mappings_of(maps: &str, path: &str) -> Vec<(usize, usize)> {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// This process's file-backed resident memory, KiB (`RssFile` in `/proc/self/status`).
+    fn file_backed_kib() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("RssFile:"))?;
+        line.trim().trim_end_matches("kB").trim().parse().ok()
+    }
 
     const MAPS: &str = "\
 55d0c0000000-55d0c0200000 r--p 00000000 fe:01 1234 /usr/bin/qaloop

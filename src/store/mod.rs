@@ -39,10 +39,8 @@ const INSERT_CHUNK: usize = 1000;
 /// How long a SQLite statement waits for another connection's lock before `SQLITE_BUSY`: two
 /// writers queue instead of failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-/// [`SQLITE_BUSY_TIMEOUT`] as SQL, to put it back on a connection (a test checks they agree).
-const POOL_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 30000";
 /// How long [`Store::checkpoint`] waits for readers before leaving the WAL as it is.
-const CHECKPOINT_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 200";
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -422,14 +420,20 @@ impl Store {
     /// readers (a long `qaloop report` or backup), not the pool's 30 s.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         if let Backend::Sqlite(pool) = &self.backend {
+            let busy_timeout = |wait: Duration| {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "PRAGMA busy_timeout = {}",
+                    wait.as_millis()
+                )))
+            };
             let mut conn = pool.acquire().await?;
-            sqlx::query(CHECKPOINT_BUSY_TIMEOUT)
+            busy_timeout(CHECKPOINT_BUSY_TIMEOUT)
                 .execute(&mut *conn)
                 .await?;
             let checkpoint = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&mut *conn)
                 .await;
-            let restore = sqlx::query(POOL_BUSY_TIMEOUT).execute(&mut *conn).await;
+            let restore = busy_timeout(SQLITE_BUSY_TIMEOUT).execute(&mut *conn).await;
             checkpoint?;
             restore?;
         }
@@ -1234,17 +1238,4 @@ fn push_history_select<DB>(
         ") AS n ON n.column1 = a.activity_id AND n.column2 = a.period_start \
          AND n.column3 = a.slot AND n.column4 = a.subject",
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_busy_timeout_put_back_after_a_checkpoint_is_the_pools() {
-        assert_eq!(
-            POOL_BUSY_TIMEOUT,
-            format!("PRAGMA busy_timeout = {}", SQLITE_BUSY_TIMEOUT.as_millis())
-        );
-    }
 }
