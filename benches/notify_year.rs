@@ -38,8 +38,7 @@
 //! - `QALOOP_BENCH_CONNECTIONS` (default 4): the email channel's `connections`, messages
 //!   sent at once (1: one at a time, the channel's default);
 //! - `QALOOP_BENCH_CURRENT_THREAD=1`: run the passes on a current-thread runtime, as `serve`
-//!   did until it got two worker threads (default: multi-threaded, a worker per core: two on
-//!   the 2-core bench machine, as `serve` has);
+//!   does (default: multi-threaded, as `tick` and the other commands);
 //! - `QALOOP_BENCH_PER_DAY=1`: also print each working day's two passes to stderr, each split
 //!   into reconcile, decide and dispatch (with the messages sent);
 //! - `QALOOP_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`); when it does not
