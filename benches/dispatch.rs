@@ -23,6 +23,9 @@
 //! - `QALOOP_BENCH_BACKENDS`: `sqlite`, `postgres` or both (the default), comma-separated.
 //! - `QALOOP_BENCH_CONNECTIONS`: the qaloop channel's `connections` (unset: the key is left
 //!   out, so the channel's default). The bare loop always sends one at a time.
+//! - `QALOOP_BENCH_CURRENT_THREAD`: set, each measurement (qaloop's and the bare loop's) runs on
+//!   a current-thread runtime, as `serve` runs its passes; unset, on a multi-threaded one, as
+//!   `tick` does.
 //! - `QALOOP_TEST_PG_URL`: the PostgreSQL server (default `postgres://postgres@127.0.0.1:5432/test`);
 //!   when it does not answer, PostgreSQL rows are skipped with a notice.
 
@@ -144,7 +147,15 @@ fn main() -> anyhow::Result<()> {
     match std::env::var(SCENARIO_ENV) {
         Ok(json) => {
             let scenario: Scenario = serde_json::from_str(&json).context("reading the scenario")?;
-            let measured = tokio::runtime::Runtime::new()?.block_on(child(scenario))?;
+            // As `serve` runs its passes (a current-thread runtime) when asked; else as `tick`.
+            let runtime = if std::env::var_os("QALOOP_BENCH_CURRENT_THREAD").is_some() {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            } else {
+                tokio::runtime::Runtime::new()?
+            };
+            let measured = runtime.block_on(child(scenario))?;
             println!("{}", serde_json::to_string(&measured)?);
             Ok(())
         }

@@ -212,6 +212,7 @@ both_backends!(
     webhook_rate_limits_and_errors_are_retried_as_the_peer_asks,
     a_queue_of_several_batches_goes_out_once_in_order_with_every_outcome_recorded,
     a_queue_sent_over_several_connections_goes_out_once_with_every_outcome_recorded,
+    more_lanes_than_the_pool_can_lend_still_record_every_outcome,
 );
 
 async fn a_year_of_notifications_matches_the_schedule_exactly(db: TestDb) {
@@ -879,4 +880,50 @@ async fn a_queue_sent_over_several_connections_goes_out_once_with_every_outcome_
         "sent over {} connection(s) at once",
         h.smtp.most_sessions_at_once()
     );
+}
+
+/// On PostgreSQL each lane holds a pooled connection for its delivery notes, and a lane waits
+/// for its outcomes to be recorded when 32 are queued: lanes must never hold every connection
+/// the recording needs. Six lanes on a pool of five (the tests' pool), each with one delivery
+/// (which takes a connection) and then seventy rows for people no longer on the staff list (each
+/// cancelled, a write; more than the 64 a lane can have waiting): all of them recorded, in one
+/// dispatch. (With every lane holding a
+/// connection, the recording waited for the pool until it timed out.)
+async fn more_lanes_than_the_pool_can_lend_still_record_every_outcome(db: TestDb) {
+    let h = harness_with(
+        db,
+        Options::default(),
+        NotifyConfig::default(),
+        date(2027, 5, 1),
+        "connections = 6\n",
+    )
+    .await;
+    let now = h.local(date(2027, 5, 4), 10);
+    let staff: Vec<String> = small_org().into_iter().map(|p| p.staff_id).collect();
+    // Dealt in turn: each lane's first row goes out, the rest are for someone who left.
+    let rows = new_work_rows(
+        426,
+        |i| {
+            if i < 6 {
+                staff[i].clone()
+            } else {
+                "S9999".to_owned()
+            }
+        },
+        now,
+    );
+    h.db.store.enqueue(&rows, now).await.unwrap();
+
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        h.dispatcher.dispatch(&h.db.store, now),
+    )
+    .await
+    .expect("the dispatch finished")
+    .unwrap();
+
+    assert_eq!((report.sent, report.retrying, report.dead), (6, 0, 0));
+    assert_eq!(h.outbox(OutboxStatus::Sent).await.len(), 6);
+    assert_eq!(h.outbox(OutboxStatus::Cancelled).await.len(), 420);
+    assert_eq!(h.smtp.received().len(), 6);
 }

@@ -30,6 +30,89 @@ both_backends!(
     each_delivery_is_noted_before_the_next_send,
 );
 
+/// What the kill bound on PostgreSQL rests on (`DeliveryNotes`): once
+/// `DeliveryNotes::start` returns, the note is on the server's side of the wire, and it is
+/// committed though the client never reads the answer nor touches the connection again (here
+/// the note, its connection and the runtime that ran it are abandoned, as a killed process
+/// abandons them). If sqlx ever stopped writing a prepared statement in its first poll, the
+/// row would stay unsent and this fails.
+#[tokio::test]
+async fn a_started_delivery_note_commits_though_its_client_vanishes() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let now = at(MORNING);
+    let row = |i: usize| qaloop::store::NewOutbox {
+        key: format!("note-test-{i}"),
+        kind: "new_assignment".into(),
+        channel: "email".into(),
+        recipient: "S0001".into(),
+        assignment_id: None,
+        context: "{}".into(),
+        not_before: now,
+        suppressed: false,
+    };
+    db.store.enqueue(&[row(1), row(2)], now).await.unwrap();
+    let claimed = db
+        .store
+        .claim(now, now + SignedDuration::from_mins(5), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let claim = claimed[0].claim.clone().unwrap();
+    let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+
+    // Another "process": a store and a runtime of its own on a thread of its own. The first
+    // note is answered (it also takes the connection and prepares the statement); the second
+    // is only started, then everything is abandoned.
+    let target = db.target.clone();
+    let (first, second) = (ids[0], ids[1]);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let support::store::Target::Postgres { url, schema } = target else {
+                unreachable!()
+            };
+            let options = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&url)
+                .unwrap()
+                .options([("search_path", schema.as_str())]);
+            let store = qaloop::store::Store::connect_postgres(options, 2)
+                .await
+                .unwrap();
+            let notes = store.delivery_notes();
+            let (notes, answered) = notes.start(first, &claim, now).await.answer().await;
+            answered.unwrap();
+            let started = notes.start(second, &claim, now).await;
+            std::mem::forget(started);
+            std::mem::forget(store);
+        });
+        std::mem::forget(runtime);
+    })
+    .join()
+    .unwrap();
+
+    let sent = |rows: &[qaloop::store::OutboxRow], id: i64| {
+        rows.iter()
+            .any(|r| r.id == id && r.status == OutboxStatus::Sent)
+    };
+    let patience = std::time::Instant::now();
+    loop {
+        let rows = db.store.outbox(None, 10).await.unwrap();
+        assert!(sent(&rows, first), "the answered note is recorded");
+        if sent(&rows, second) {
+            break;
+        }
+        assert!(
+            patience.elapsed() < Duration::from_secs(10),
+            "the note started before its client vanished was never committed"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 /// A channel that, before each delivery, checks that every message it delivered before is
 /// noted where a killed dispatch's successor would find it (the sent journal, `journal.rs`):
 /// recorded as sent in the outbox, or (SQLite) a line in `<db>.sent`. Delivers to a real relay.
@@ -55,26 +138,37 @@ impl Channel for Watching {
 
     fn deliver<'a>(&'a self, message: &'a qaloop::notify::Message) -> DeliverFuture<'a> {
         Box::pin(async move {
-            let rows = self.store.outbox(None, 100_000).await.unwrap();
-            let journal = self
-                .journal
-                .as_ref()
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .unwrap_or_default();
-            let noted = |key: &String| {
-                rows.iter().any(|r| {
-                    &r.key == key
-                        && (r.status == OutboxStatus::Sent
-                            || journal
-                                .lines()
-                                .any(|l| l.split(' ').next() == Some(&r.id.to_string())))
-                })
+            // On PostgreSQL the last delivery's note is on its way when the next send starts
+            // (written to the server, its answer not yet read: `DeliveryNotes`), so its commit
+            // is waited for here, up to ten seconds; the file's line is there at once.
+            let patience = std::time::Instant::now();
+            let missing = loop {
+                let rows = self.store.outbox(None, 100_000).await.unwrap();
+                let journal = self
+                    .journal
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
+                let noted = |key: &String| {
+                    rows.iter().any(|r| {
+                        &r.key == key
+                            && (r.status == OutboxStatus::Sent
+                                || journal
+                                    .lines()
+                                    .any(|l| l.split(' ').next() == Some(&r.id.to_string())))
+                    })
+                };
+                let delivered = self.seen.lock().unwrap().0.clone();
+                let missing: Vec<String> = delivered.into_iter().filter(|k| !noted(k)).collect();
+                if missing.is_empty()
+                    || self.journal.is_some()
+                    || patience.elapsed() > Duration::from_secs(10)
+                {
+                    break missing;
+                }
+                tokio::task::yield_now().await;
             };
-            {
-                let mut seen = self.seen.lock().unwrap();
-                let missing: Vec<String> = seen.0.iter().filter(|k| !noted(k)).cloned().collect();
-                seen.1.extend(missing);
-            }
+            self.seen.lock().unwrap().1.extend(missing);
             self.inner.deliver(message).await?;
             self.seen.lock().unwrap().0.push(message.key.clone());
             Ok(())

@@ -217,6 +217,7 @@ async fn add_moderation_outcomes(
         .assignments(&AssignmentFilter {
             statuses: vec![Status::Done],
             completed_after: Some(since),
+            triggered_only: true,
             ..Default::default()
         })
         .await?;

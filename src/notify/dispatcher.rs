@@ -26,15 +26,18 @@
 //! (`journal.rs`) before the next message on its channel goes out: on SQLite a line in a local
 //! file (one `write`, no commit) that the next dispatch records before it claims anything; on
 //! PostgreSQL, where another node may claim a dead node's rows, the outbox row itself, at once
-//! (one `UPDATE` whose commit does not wait for `fsync`). Either way a kill resends at most the
-//! message in flight on each channel lane (one per SMTP connection): accepted by the peer, not yet noted. Recording every
+//! (one `UPDATE` whose commit does not wait for `fsync`, written to the server before the next
+//! send and answered while it is in flight; deliveries it recorded skip the recorder). Either
+//! way a kill resends at most the message in flight on each channel lane (one per SMTP
+//! connection): accepted by the peer, not yet noted. Recording every
 //! outcome with a commit that waits for `fsync` before the next send would cost milliseconds
 //! per message on PostgreSQL, longer than the send itself (`benches/dispatch.rs`,
 //! BENCHMARKS.md). Power loss is not covered: neither note waits for the disk, so the last
 //! moments' notes can be lost, and their messages sent again (never lost).
 //!
-//! While a batch is being sent, the next one is claimed (its recipients looked up with it), so
-//! the database works while the network does. Its rows come after the current batch's in queue
+//! While a batch is being sent, the next one is claimed (its recipients looked up with it, its
+//! daily messages' contexts parsed and re-checked once), so the database works while the
+//! network does. Its rows come after the current batch's in queue
 //! order and wait until that batch is done, so the order per channel holds; if the dispatch
 //! stops early they stay leased, and go out when the lease runs out.
 
@@ -52,7 +55,7 @@ use super::settings::NotifyConfig;
 use super::templates::Templates;
 use super::{CalendarEvent, Channel, DeliveryError, Kind, Message, Recipient};
 use crate::org::Org;
-use crate::store::{NewOutbox, OutboxRow, Store, StoreError};
+use crate::store::{DeliveryNotes, NewOutbox, NoteInFlight, OutboxRow, Store, StoreError};
 
 /// How long a claimed row is reserved for the dispatcher that claimed it.
 const LEASE: SignedDuration = SignedDuration::from_secs(300);
@@ -104,6 +107,23 @@ impl RetryPolicy {
         let jittered = capped / 2 + capped.mul_f64(fastrand::f64() / 2.0);
         jittered.max(retry_after.unwrap_or_default())
     }
+}
+
+/// Waits for a delivery's note to be answered: the lane's notes back, and the outcome for the
+/// recorder, `true` when the note recorded it in the database already.
+async fn settle(
+    journal: Option<&Journal>,
+    (row, outcome, note): (OutboxRow, Outcome, NoteInFlight),
+) -> (DeliveryNotes, (OutboxRow, Outcome, bool)) {
+    let (notes, result) = note.answer().await;
+    let recorded = match result {
+        Ok(()) => journal.is_some_and(Journal::records),
+        Err(e) => {
+            tracing::warn!(error = %e, "a crash now may resend this message");
+            false
+        }
+    };
+    (notes, (row, outcome, recorded))
 }
 
 /// What a dispatch run did.
@@ -240,7 +260,7 @@ impl Dispatcher {
         // The claims this dispatch holds (the batch being sent and the one claimed ahead), kept
         // leased while it works.
         let held = std::sync::Mutex::new(Vec::<String>::new());
-        let hold = |batch: &Option<(Vec<OutboxRow>, Arc<Org>)>| {
+        let hold = |batch: &Option<(Vec<OutboxRow>, Arc<Looked>)>| {
             if let Some(claim) = batch.as_ref().and_then(|(rows, _)| rows[0].claim.clone()) {
                 held.lock().unwrap_or_else(|e| e.into_inner()).push(claim);
             }
@@ -308,7 +328,7 @@ impl Dispatcher {
     async fn send_batch(
         &self,
         store: &Store,
-        recipients: Arc<Org>,
+        recipients: Arc<Looked>,
         rows: Vec<OutboxRow>,
         now: Timestamp,
         journal: Option<&Arc<Journal>>,
@@ -369,7 +389,7 @@ impl Dispatcher {
     async fn run_lane(
         &self,
         store: &Store,
-        org: &Org,
+        org: &Looked,
         rows: Vec<OutboxRow>,
         now: Timestamp,
         journal: Option<&Journal>,
@@ -382,8 +402,31 @@ impl Dispatcher {
                 (row, prepared)
             };
             let mut next = rows.next().map(prepare);
+            // Deliveries the notes recorded already (PostgreSQL) are counted here; the rest go
+            // to the recorder. `false`: the recorder has stopped on an error.
+            let mut recorded = DispatchReport::default();
+            let pass_on = async |settled: (OutboxRow, Outcome, bool),
+                                 recorded: &mut DispatchReport| {
+                if let (row, Outcome::Sent, true) = &settled {
+                    crate::ops::metrics::record_send(&row.channel, "sent");
+                    recorded.sent += 1;
+                    return true;
+                }
+                queue.send(settled).await.is_ok()
+            };
+            // The lane's way of noting deliveries, lent to the note in flight.
+            let mut notes = Some(store.delivery_notes());
+            // The last delivery, its note on its way (module docs): answered while the next
+            // message is sent, then handed to the recorder.
+            let mut in_flight: Option<(OutboxRow, Outcome, NoteInFlight)> = None;
             while let Some((row, prepared)) = next.take() {
-                let outcome = match prepared {
+                let noted = async {
+                    match in_flight.take() {
+                        Some(note) => Some(settle(journal, note).await),
+                        None => None,
+                    }
+                };
+                let (outcome, noted) = match prepared {
                     Ok((channel, message)) => {
                         let mut delivery = pin!(self.deliver(channel, &message, &row, now));
                         // Put this message on the wire, then render the next while it is in
@@ -392,33 +435,44 @@ impl Dispatcher {
                         let started = futures_util::poll!(delivery.as_mut());
                         next = rows.next().map(prepare);
                         match started {
-                            Poll::Ready(outcome) => outcome,
-                            Poll::Pending => delivery.await,
+                            Poll::Ready(outcome) => (outcome, noted.await),
+                            Poll::Pending => tokio::join!(delivery, noted),
                         }
                     }
                     Err(outcome) => {
                         next = rows.next().map(prepare);
-                        outcome
+                        (outcome, noted.await)
                     }
                 };
-                // Delivered: say so in the journal before anything else (on PostgreSQL that
+                if let Some((lent, settled)) = noted {
+                    notes = Some(lent);
+                    if !pass_on(settled, &mut recorded).await {
+                        // Recording failed and returned its error: stop here. Nothing is cut
+                        // off mid-send; the rows not sent stay leased and go out later.
+                        return recorded;
+                    }
+                }
+                // Delivered: note it before the next message goes out (on PostgreSQL that
                 // records it), so a kill from here on does not send it again.
-                let mut recorded = false;
-                if let (Outcome::Sent, Some(journal)) = (&outcome, journal) {
-                    let claim = row.claim.as_deref().unwrap_or("");
-                    match journal.delivered(store, row.id, now, claim).await {
-                        Ok(()) => recorded = journal.records(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "a crash now may resend this message")
+                match (&outcome, journal, notes.take()) {
+                    (Outcome::Sent, Some(journal), Some(lent)) => {
+                        let claim = row.claim.as_deref().unwrap_or("");
+                        let note = journal.delivered(lent, row.id, now, claim).await;
+                        in_flight = Some((row, outcome, note));
+                    }
+                    (_, _, lent) => {
+                        notes = lent;
+                        if !pass_on((row, outcome, false), &mut recorded).await {
+                            return recorded;
                         }
                     }
                 }
-                if queue.send((row, outcome, recorded)).await.is_err() {
-                    // Recording failed and returned its error: stop here. Nothing is cut off
-                    // mid-send; the rows not sent stay leased and go out later.
-                    break;
-                }
             }
+            if let Some(note) = in_flight {
+                let (_, settled) = settle(journal, note).await;
+                pass_on(settled, &mut recorded).await;
+            }
+            recorded
         };
         let record = async move {
             let mut report = DispatchReport::default();
@@ -438,10 +492,12 @@ impl Dispatcher {
                 self.record(store, &batch, now, &mut report).await?;
                 batch.clear();
             }
-            Ok(report)
+            Ok::<_, StoreError>(report)
         };
-        let ((), report) = tokio::join!(send, record);
-        report
+        let (recorded, report) = tokio::join!(send, record);
+        let mut report = report?;
+        report.sent += recorded.sent;
+        Ok(report)
     }
 
     /// Records a group of outcomes: the deliveries in one statement (but those the journal
@@ -511,7 +567,7 @@ impl Dispatcher {
     fn prepare(
         &self,
         row: &OutboxRow,
-        org: &Org,
+        org: &Looked,
         now: Timestamp,
     ) -> Result<(&dyn Channel, Message), Outcome> {
         let Some(channel) = self.channels.get(&row.channel) else {
@@ -605,15 +661,23 @@ impl Dispatcher {
     fn message(
         &self,
         row: &OutboxRow,
-        org: &Org,
+        looked: &Looked,
         now: Timestamp,
         html: bool,
     ) -> Result<Message, Outcome> {
         let kind = Kind::parse(&row.kind)
             .ok_or_else(|| Outcome::Dead(format!("unknown kind `{}`", row.kind)))?;
-        let context: TemplateContext = serde_json::from_str(&row.context)
-            .map_err(|e| Outcome::Dead(format!("unreadable context: {e}")))?;
-        if let Some(reason) = nothing_left(kind, &context) {
+        let org = &looked.org;
+        let parsed;
+        let context: &TemplateContext = match looked.contexts.get(&row.id) {
+            Some(context) => context,
+            None => {
+                parsed = serde_json::from_str(&row.context)
+                    .map_err(|e| Outcome::Dead(format!("unreadable context: {e}")))?;
+                &parsed
+            }
+        };
+        if let Some(reason) = nothing_left(kind, context) {
             return Err(Outcome::Expired(reason));
         }
         let recipient = if matches!(
@@ -642,9 +706,9 @@ impl Dispatcher {
             }
         };
         let rendered = if html {
-            self.templates.render(kind, &context)
+            self.templates.render(kind, context)
         } else {
-            self.templates.render_without_html(kind, &context)
+            self.templates.render_without_html(kind, context)
         }
         .map_err(|e| Outcome::Dead(e.to_string()))?;
         let first = context.items.first();
@@ -779,7 +843,7 @@ async fn claim_batch(
     now: Timestamp,
     lease: SignedDuration,
     kinds: Option<&[&str]>,
-) -> Result<Option<(Vec<OutboxRow>, Arc<Org>)>, StoreError> {
+) -> Result<Option<(Vec<OutboxRow>, Arc<Looked>)>, StoreError> {
     let rows = store.claim_kinds(now, now + lease, BATCH, kinds).await?;
     if rows.is_empty() {
         return Ok(None);
@@ -798,16 +862,29 @@ async fn claim_batch(
     let people = store
         .people_by_id(&ids.into_iter().collect::<Vec<_>>())
         .await?;
-    let mut rows = rows;
-    drop_closed_items(store, &mut rows).await?;
-    Ok(Some((rows, Arc::new(Org::new(people)))))
+    let contexts = still_open_items(store, &rows).await?;
+    let looked = Looked {
+        org: Org::new(people),
+        contexts,
+    };
+    Ok(Some((rows, Arc::new(looked))))
+}
+
+/// What a claimed batch needs looked up once, shared by its lanes: its recipients, and the
+/// daily messages' contexts, read (and re-checked) when claimed, so not parsed again to render.
+struct Looked {
+    /// The batch's recipients, from the staff list.
+    org: Org,
+    /// By row id, the parsed context of each bundled message, with what was done since it was
+    /// decided taken out ([`still_open_items`]); it stands for the row's `context`.
+    contexts: HashMap<i64, TemplateContext>,
 }
 
 /// The kinds that bundle a day's items, re-checked when they go out.
 const BUNDLED: [Kind; 3] = [Kind::Digest, Kind::CatchUp, Kind::Welcome];
 
 /// Why a daily message is no longer worth sending: everything in it was done meanwhile (see
-/// [`drop_closed_items`]).
+/// [`still_open_items`]).
 fn nothing_left(kind: Kind, c: &TemplateContext) -> Option<String> {
     if !BUNDLED.contains(&kind) {
         return None;
@@ -823,18 +900,21 @@ fn nothing_left(kind: Kind, c: &TemplateContext) -> Option<String> {
 /// A daily message re-checks its items when it goes out: work completed and actions done or
 /// verified since it was decided (while a relay was down, say) drop out, so nobody is chased
 /// for what they have already done. A message left with nothing is withdrawn when prepared.
-/// Two reads per claimed batch, whatever its size.
-async fn drop_closed_items(store: &Store, rows: &mut [OutboxRow]) -> Result<(), StoreError> {
+/// Two reads per claimed batch, whatever its size. Returns the bundled rows' contexts, parsed
+/// and re-checked, by row id (one that cannot be parsed is left out, and fails when prepared).
+async fn still_open_items(
+    store: &Store,
+    rows: &[OutboxRow],
+) -> Result<HashMap<i64, TemplateContext>, StoreError> {
     use super::context::Work;
     let bundled = |row: &OutboxRow| BUNDLED.iter().any(|k| row.kind == k.as_str());
-    let mut contexts: Vec<(usize, TemplateContext)> = rows
+    let mut contexts: HashMap<i64, TemplateContext> = rows
         .iter()
-        .enumerate()
-        .filter(|(_, row)| bundled(row))
-        .filter_map(|(i, row)| Some((i, serde_json::from_str(&row.context).ok()?)))
+        .filter(|row| bundled(row))
+        .filter_map(|row| Some((row.id, serde_json::from_str(&row.context).ok()?)))
         .collect();
     if contexts.is_empty() {
-        return Ok(());
+        return Ok(contexts);
     }
     let lists = |c: &TemplateContext| {
         [&c.items, &c.team_items, &c.action_items, &c.verify_items]
@@ -845,7 +925,7 @@ async fn drop_closed_items(store: &Store, rows: &mut [OutboxRow]) -> Result<(), 
     };
     let mut assignment_ids = BTreeSet::new();
     let mut action_ids = BTreeSet::new();
-    for (_, context) in &contexts {
+    for context in contexts.values() {
         for (work, id) in lists(context) {
             if work.is_action() {
                 action_ids.insert(id);
@@ -874,8 +954,7 @@ async fn drop_closed_items(store: &Store, rows: &mut [OutboxRow]) -> Result<(), 
         Work::Action => action_states.get(&item.id) == Some(&crate::domain::ActionState::Open),
         Work::Verify => action_states.get(&item.id) == Some(&crate::domain::ActionState::Done),
     };
-    for (index, context) in &mut contexts {
-        let before = lists(context).len();
+    for context in contexts.values_mut() {
         for list in [
             &mut context.items,
             &mut context.team_items,
@@ -884,9 +963,6 @@ async fn drop_closed_items(store: &Store, rows: &mut [OutboxRow]) -> Result<(), 
         ] {
             list.retain(still_open);
         }
-        if lists(context).len() != before {
-            rows[*index].context = serde_json::to_string(context).unwrap_or_default();
-        }
     }
-    Ok(())
+    Ok(contexts)
 }

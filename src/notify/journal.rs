@@ -19,15 +19,20 @@
 //!   rows are claimed by another once their lease runs out: a file on the dead node's disk
 //!   would not be read if it never came back (a replacement machine, a node taken out of
 //!   service), and the survivor would resend up to a group per channel. So each delivery is
-//!   recorded in the outbox at once ([`Store::record_delivery`]: one guarded `UPDATE`, one
-//!   round trip, committed without waiting for `fsync`), which every node sees. The next send
-//!   waits for that round trip, which halves throughput against loopback peers (BENCHMARKS.md,
-//!   "Dispatch"). The alternatives, not taken: record message *n* while *n + 1* is sent
-//!   (a bound of two per kill), or a file per node as on SQLite (the group bound, 65 per
-//!   channel, for a node that never comes back).
+//!   recorded in the outbox at once ([`DeliveryNotes`]: one guarded `UPDATE` over a connection
+//!   the lane holds, committed without waiting for `fsync`), which every node sees. The lane
+//!   does not wait for its answer before the next send, only for it to be written to the
+//!   server: a statement the server has received is committed even if the client dies a
+//!   moment later, so the bound holds, and the round trip overlaps the next send instead of
+//!   preceding it (the store's docs say what this rests on, and a test holds sqlx to it). The
+//!   answer is read while the next message is in flight, and the next note waits for it. The
+//!   alternatives, not taken: a file per node as on SQLite (the group bound, 65 per channel,
+//!   for a node that never comes back), or waiting for each answer before the next send (the
+//!   design until 2026-12-06: a round trip per message, a third to a half of the throughput
+//!   against loopback peers; BENCHMARKS.md, "Dispatch").
 //!
 //! **Invariant:** a delivery is noted only after the channel accepted the message, and before
-//! the next message on its channel is sent; the file is emptied only after every line in it
+//! the next message on its channel is sent (on PostgreSQL: written to the server); the file is emptied only after every line in it
 //! was recorded in the database. What neither form survives: power loss (neither the file nor
 //! an asynchronous PostgreSQL commit waits for the disk; on PostgreSQL, up to three
 //! `wal_writer_delay`s, 0.6 s by default, of notes), which resends those messages, never
@@ -41,7 +46,7 @@ use std::sync::Mutex;
 
 use jiff::Timestamp;
 
-use crate::store::{Store, StoreError};
+use crate::store::{DeliveryNotes, NoteInFlight, Store, StoreError};
 
 /// Where a database's journal lives, when it has one (SQLite).
 pub fn path_for(database_url: &str) -> Option<PathBuf> {
@@ -67,17 +72,21 @@ pub struct FileJournal {
 }
 
 impl Journal {
-    /// Notes that row `id` (claimed under `claim`) was delivered by the dispatch at `at`.
+    /// Notes that row `id` (claimed under `claim`) was delivered by the dispatch at `at`, and
+    /// returns once the note is made (a line in the file) or on its way (on PostgreSQL:
+    /// written to the server, its answer read with [`NoteInFlight::answer`] while the lane's
+    /// next message is sent; see [`DeliveryNotes`]). `notes` are the lane's, given back with
+    /// the answer.
     pub async fn delivered(
         &self,
-        store: &Store,
+        notes: DeliveryNotes,
         id: i64,
         at: Timestamp,
         claim: &str,
-    ) -> Result<(), StoreError> {
+    ) -> NoteInFlight {
         match self {
-            Journal::File(file) => file.delivered(id, at, claim),
-            Journal::Database => store.record_delivery(id, claim, at).await,
+            Journal::File(file) => NoteInFlight::answered(notes, file.delivered(id, at, claim)),
+            Journal::Database => notes.start(id, claim, at).await,
         }
     }
 

@@ -83,6 +83,10 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    /// How many pooled connections dispatch lanes may hold for their delivery notes at once
+    /// (`DeliveryNotes`): all but one of the pool, so that the claim of the next batch and the
+    /// recording of outcomes, which the lanes wait on, always find a connection.
+    lane_holds: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,7 +119,7 @@ pub mod wake;
 
 pub use actions::{ActionChanged, ActionFilter, ActionHistoryEntry};
 pub use concerns::{Acknowledged, NewConcern};
-pub use outbox::{NewOutbox, OutboxRow, OutboxStatus};
+pub use outbox::{DeliveryNotes, NewOutbox, NoteInFlight, OutboxRow, OutboxStatus};
 
 /// Builds the notifications caused by newly created assignments, inside their transaction:
 /// given each new row's id and what was asked for, the outbox rows to queue.
@@ -347,7 +351,15 @@ impl Store {
                 .ok();
             Backend::Postgres(Self::pg_pool(options, max_connections).await?)
         };
-        Ok(Store { backend })
+        Ok(Store::over(backend, max_connections))
+    }
+
+    fn over(backend: Backend, max_connections: u32) -> Store {
+        let holds = usize::try_from(max_connections.saturating_sub(1)).unwrap_or(0);
+        Store {
+            backend,
+            lane_holds: std::sync::Arc::new(tokio::sync::Semaphore::new(holds)),
+        }
     }
 
     /// Connects to PostgreSQL with explicit options (tests use a schema per test).
@@ -355,9 +367,10 @@ impl Store {
         options: PgConnectOptions,
         max_connections: u32,
     ) -> Result<Store, StoreError> {
-        Ok(Store {
-            backend: Backend::Postgres(Self::pg_pool(options, max_connections).await?),
-        })
+        Ok(Store::over(
+            Backend::Postgres(Self::pg_pool(options, max_connections).await?),
+            max_connections,
+        ))
     }
 
     async fn pg_pool(options: PgConnectOptions, max: u32) -> Result<PgPool, sqlx::Error> {
@@ -787,6 +800,9 @@ impl Store {
             if let Some(after) = filter.completed_after {
                 qb.push(" AND completed_at > ")
                     .push_bind(format_instant(after));
+            }
+            if filter.triggered_only {
+                qb.push(" AND trigger_id IS NOT NULL");
             }
             if !filter.ids.is_empty() {
                 qb.push(" AND id IN (");

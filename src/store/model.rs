@@ -22,6 +22,9 @@ pub struct AssignmentFilter {
     pub completed_after: Option<Timestamp>,
     /// Only these ids (empty: any). Callers keep lists to a few thousand (bind limits).
     pub ids: Vec<i64>,
+    /// Only work another completion created (a moderation of an audit): the daily decision
+    /// looks for finished moderations among the day's completions without reading them all.
+    pub triggered_only: bool,
 }
 
 /// How a staff import changed the organisation.

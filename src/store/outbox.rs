@@ -425,40 +425,12 @@ impl Store {
         Ok(())
     }
 
-    /// Records one delivery made under `claim` at once, guarded like [`Store::mark_sent`]: the
-    /// dispatcher's note on PostgreSQL before the next message goes out (`notify::journal`).
-    /// One statement, one round trip. On PostgreSQL its commit does not wait for the WAL to
-    /// reach disk (`synchronous_commit` off for this transaction only): every node sees it at
-    /// once and a killed client cannot undo it; only a crash of the database server within
-    /// a fraction of a second (`wal_writer_delay`) can lose it, and then the row is sent once
-    /// more, never lost. A commit that waited for `fsync` would cost milliseconds per message.
-    pub async fn record_delivery(
-        &self,
-        id: i64,
-        claim: &str,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let at = format_instant(now);
-        match &self.backend {
-            Backend::Postgres(pool) => {
-                // `set_config(…, true)` lasts to the end of this statement's own transaction,
-                // and its commit reads the setting.
-                sqlx::query(
-                    "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1, \
-                     claimed_until = NULL, last_error = NULL \
-                     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
-                     WHERE id = $2 AND claim = $3 AND status IN ('pending', 'failed')",
-                )
-                .bind(&at)
-                .bind(id)
-                .bind(claim)
-                .execute(pool)
-                .await?;
-            }
-            // SQLite commits are local and cheap: the ordinary guarded write.
-            Backend::Sqlite(_) => self.mark_sent(&[id], claim, now).await?,
+    /// Where one dispatch lane records each delivery at once (see [`DeliveryNotes`]).
+    pub fn delivery_notes(&self) -> DeliveryNotes {
+        DeliveryNotes {
+            store: self.clone(),
+            held: None,
         }
-        Ok(())
     }
 
     /// Records a temporary failure under `claim`; the row is retried at `next_attempt_at`.
@@ -585,5 +557,152 @@ impl Store {
             .rows_affected()
                 > 0
         }))
+    }
+}
+
+/// One dispatch lane's way of recording each delivery at once, guarded like
+/// [`Store::mark_sent`]: the dispatcher's note on PostgreSQL before the lane's next message goes
+/// out (`notify::journal`). One statement per delivery, over a connection the lane holds from
+/// its first note to its end: a pooled statement would also pay for the pool's hand-back, which
+/// pings the server (a second round trip, in a task of its own) every time.
+///
+/// **On the wire, not answered.** [`DeliveryNotes::start`] returns once the note's statement is
+/// written to the connection's socket, without waiting for the server's answer, so that the
+/// lane's next send overlaps the round trip (a loopback round trip is 0.15–0.25 ms on a small
+/// VM, as long as a loopback webhook post). That is enough for the kill bound: a statement the
+/// server has received is executed and committed even when the client is killed a moment
+/// later (PostgreSQL reads what it was sent before it sees the disconnect, and an
+/// autocommitted `UPDATE` does not look at the client), so a kill still resends only the
+/// message in flight. It rests on how sqlx 0.9 runs a prepared statement on a ready connection:
+/// the first poll writes and flushes it, then waits for the answer. The connection is made
+/// ready (taken, the statement prepared, the last note answered) before each note, and
+/// `tests/store.rs` (`a_started_delivery_note_commits_though_its_client_vanishes`) holds sqlx
+/// to it. On PostgreSQL the commit does not wait for the WAL to reach disk
+/// (`synchronous_commit` off for this transaction only): only a crash of the database server
+/// within a fraction of a second (`wal_writer_delay`) can lose it, and then the row is sent
+/// once more, never lost.
+pub struct DeliveryNotes {
+    /// The store, for the connection and for SQLite.
+    store: Store,
+    /// The lane's connection, taken and its statement prepared before the first note, with
+    /// the permit to hold it (`Store::lane_holds`); dropped after an error, so that a broken
+    /// one is not used again (the next note takes another).
+    held: Option<(
+        sqlx::pool::PoolConnection<sqlx::Postgres>,
+        tokio::sync::OwnedSemaphorePermit,
+    )>,
+}
+
+/// The note's statement (PostgreSQL). `set_config(…, true)` lasts to the end of this
+/// statement's own transaction, and its commit reads the setting.
+const NOTE_DELIVERY: &str = "UPDATE outbox SET status = 'sent', sent_at = $1, \
+     attempts = attempts + 1, claimed_until = NULL, last_error = NULL \
+     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
+     WHERE id = $2 AND claim = $3 AND status IN ('pending', 'failed')";
+
+/// A delivery note on its way: written, its answer not yet read. [`NoteInFlight::answer`] waits
+/// for it and gives the lane's notes back for the next one.
+pub struct NoteInFlight(NoteState);
+
+/// A note's answer, with the lane's notes to give back.
+type Answer = (DeliveryNotes, Result<(), StoreError>);
+
+enum NoteState {
+    Answered(DeliveryNotes, Result<(), StoreError>),
+    Waiting(std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>),
+}
+
+impl DeliveryNotes {
+    /// Puts the note that row `id`, claimed under `claim`, was delivered at `now` on the wire
+    /// and returns without its answer (see the type's docs).
+    pub async fn start(mut self, id: i64, claim: &str, now: Timestamp) -> NoteInFlight {
+        let pool = match &self.store.backend {
+            Backend::Postgres(pool) => pool.clone(),
+            // SQLite commits are local and cheap: the ordinary guarded write.
+            Backend::Sqlite(_) => {
+                let result = self.store.mark_sent(&[id], claim, now).await;
+                return NoteInFlight(NoteState::Answered(self, result));
+            }
+        };
+        if self.held.is_none() {
+            // When other lanes hold all the pool may lend, this note waits for its answer on
+            // a connection of the pool's, as every note did before, and the bound still holds.
+            let Ok(permit) = std::sync::Arc::clone(&self.store.lane_holds).try_acquire_owned()
+            else {
+                let result = self.note_on(&pool, id, claim, now).await;
+                return NoteInFlight(NoteState::Answered(self, result));
+            };
+            let ready = async {
+                let mut connection = pool.acquire().await?;
+                // With the types its binds will have, as sqlx would prepare it itself.
+                let text = <String as sqlx::Type<sqlx::Postgres>>::type_info();
+                let id = <i64 as sqlx::Type<sqlx::Postgres>>::type_info();
+                let sql = sqlx::SqlSafeStr::into_sql_str(NOTE_DELIVERY);
+                sqlx::Executor::prepare_with(&mut *connection, sql, &[text.clone(), id, text])
+                    .await?;
+                Ok::<_, StoreError>(connection)
+            };
+            match ready.await {
+                Ok(connection) => self.held = Some((connection, permit)),
+                Err(e) => return NoteInFlight(NoteState::Answered(self, Err(e))),
+            }
+        }
+        let (at, claim) = (format_instant(now), claim.to_owned());
+        let mut note = Box::pin(async move {
+            let Some((connection, _)) = self.held.as_mut() else {
+                unreachable!("the connection was taken above")
+            };
+            let result = sqlx::query(NOTE_DELIVERY)
+                .bind(at)
+                .bind(id)
+                .bind(claim)
+                .execute(&mut **connection)
+                .await;
+            if result.is_err() {
+                self.held = None;
+            }
+            (self, result.map(|_| ()).map_err(StoreError::from))
+        });
+        // The first poll writes and flushes the statement on the ready connection.
+        match futures_util::poll!(note.as_mut()) {
+            std::task::Poll::Ready((notes, result)) => {
+                NoteInFlight(NoteState::Answered(notes, result))
+            }
+            std::task::Poll::Pending => NoteInFlight(NoteState::Waiting(note)),
+        }
+    }
+}
+
+impl DeliveryNotes {
+    /// The note on a connection of the pool's, answered before it returns.
+    async fn note_on(
+        &self,
+        pool: &sqlx::PgPool,
+        id: i64,
+        claim: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(NOTE_DELIVERY)
+            .bind(format_instant(now))
+            .bind(id)
+            .bind(claim)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+}
+
+impl NoteInFlight {
+    /// A note already made (or failed), with the lane's notes to give back.
+    pub fn answered(notes: DeliveryNotes, result: Result<(), StoreError>) -> Self {
+        NoteInFlight(NoteState::Answered(notes, result))
+    }
+
+    /// Waits for the server's answer; gives back the lane's notes with it.
+    pub async fn answer(self) -> Answer {
+        match self.0 {
+            NoteState::Answered(notes, result) => (notes, result),
+            NoteState::Waiting(note) => note.await,
+        }
     }
 }
