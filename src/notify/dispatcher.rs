@@ -389,7 +389,7 @@ impl Dispatcher {
     async fn run_lane(
         &self,
         store: &Store,
-        org: &Looked,
+        looked: &Looked,
         rows: Vec<OutboxRow>,
         now: Timestamp,
         journal: Option<&Journal>,
@@ -398,7 +398,7 @@ impl Dispatcher {
         let send = async move {
             let mut rows = rows.into_iter();
             let prepare = |row: OutboxRow| {
-                let prepared = self.prepare(&row, org, now);
+                let prepared = self.prepare(&row, looked, now);
                 (row, prepared)
             };
             let mut next = rows.next().map(prepare);
@@ -567,7 +567,7 @@ impl Dispatcher {
     fn prepare(
         &self,
         row: &OutboxRow,
-        org: &Looked,
+        looked: &Looked,
         now: Timestamp,
     ) -> Result<(&dyn Channel, Message), Outcome> {
         let Some(channel) = self.channels.get(&row.channel) else {
@@ -576,7 +576,7 @@ impl Dispatcher {
                 row.channel
             )));
         };
-        let message = self.message(row, org, now, channel.sends_html())?;
+        let message = self.message(row, looked, now, channel.sends_html())?;
         if !channel.reaches(&message.recipient) {
             return Err(Outcome::Dead(format!(
                 "channel `{}` cannot reach {} (no address)",

@@ -576,7 +576,7 @@ impl Store {
 /// message in flight. It rests on how sqlx 0.9 runs a prepared statement on a ready connection:
 /// the first poll writes and flushes it, then waits for the answer. The connection is made
 /// ready (taken, the statement prepared, the last note answered) before each note, and
-/// `tests/store.rs` (`a_started_delivery_note_commits_though_its_client_vanishes`) holds sqlx
+/// `tests/outbox.rs` (`a_started_delivery_note_commits_though_its_client_vanishes`) holds sqlx
 /// to it. On PostgreSQL the commit does not wait for the WAL to reach disk
 /// (`synchronous_commit` off for this transaction only): only a crash of the database server
 /// within a fraction of a second (`wal_writer_delay`) can lose it, and then the row is sent
@@ -608,7 +608,7 @@ pub struct NoteInFlight(NoteState);
 type Answer = (DeliveryNotes, Result<(), StoreError>);
 
 enum NoteState {
-    Answered(DeliveryNotes, Result<(), StoreError>),
+    Answered(Answer),
     Waiting(std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>),
 }
 
@@ -621,7 +621,7 @@ impl DeliveryNotes {
             // SQLite commits are local and cheap: the ordinary guarded write.
             Backend::Sqlite(_) => {
                 let result = self.store.mark_sent(&[id], claim, now).await;
-                return NoteInFlight(NoteState::Answered(self, result));
+                return NoteInFlight(NoteState::Answered((self, result)));
             }
         };
         if self.held.is_none() {
@@ -629,8 +629,12 @@ impl DeliveryNotes {
             // a connection of the pool's, as every note did before, and the bound still holds.
             let Ok(permit) = std::sync::Arc::clone(&self.store.lane_holds).try_acquire_owned()
             else {
-                let result = self.note_on(&pool, id, claim, now).await;
-                return NoteInFlight(NoteState::Answered(self, result));
+                let result = note_statement(id, claim.to_owned(), now)
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(StoreError::from);
+                return NoteInFlight(NoteState::Answered((self, result)));
             };
             let ready = async {
                 let mut connection = pool.acquire().await?;
@@ -644,18 +648,15 @@ impl DeliveryNotes {
             };
             match ready.await {
                 Ok(connection) => self.held = Some((connection, permit)),
-                Err(e) => return NoteInFlight(NoteState::Answered(self, Err(e))),
+                Err(e) => return NoteInFlight(NoteState::Answered((self, Err(e)))),
             }
         }
-        let (at, claim) = (format_instant(now), claim.to_owned());
+        let claim = claim.to_owned();
         let mut note = Box::pin(async move {
             let Some((connection, _)) = self.held.as_mut() else {
                 unreachable!("the connection was taken above")
             };
-            let result = sqlx::query(NOTE_DELIVERY)
-                .bind(at)
-                .bind(id)
-                .bind(claim)
+            let result = note_statement(id, claim, now)
                 .execute(&mut **connection)
                 .await;
             if result.is_err() {
@@ -665,43 +666,34 @@ impl DeliveryNotes {
         });
         // The first poll writes and flushes the statement on the ready connection.
         match futures_util::poll!(note.as_mut()) {
-            std::task::Poll::Ready((notes, result)) => {
-                NoteInFlight(NoteState::Answered(notes, result))
-            }
+            std::task::Poll::Ready(answer) => NoteInFlight(NoteState::Answered(answer)),
             std::task::Poll::Pending => NoteInFlight(NoteState::Waiting(note)),
         }
     }
 }
 
-impl DeliveryNotes {
-    /// The note on a connection of the pool's, answered before it returns.
-    async fn note_on(
-        &self,
-        pool: &sqlx::PgPool,
-        id: i64,
-        claim: &str,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        sqlx::query(NOTE_DELIVERY)
-            .bind(format_instant(now))
-            .bind(id)
-            .bind(claim)
-            .execute(pool)
-            .await?;
-        Ok(())
-    }
+/// The note's statement with its binds: row `id`, claimed under `claim`, delivered at `now`.
+fn note_statement(
+    id: i64,
+    claim: String,
+    now: Timestamp,
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(NOTE_DELIVERY)
+        .bind(format_instant(now))
+        .bind(id)
+        .bind(claim)
 }
 
 impl NoteInFlight {
     /// A note already made (or failed), with the lane's notes to give back.
     pub fn answered(notes: DeliveryNotes, result: Result<(), StoreError>) -> Self {
-        NoteInFlight(NoteState::Answered(notes, result))
+        NoteInFlight(NoteState::Answered((notes, result)))
     }
 
     /// Waits for the server's answer; gives back the lane's notes with it.
     pub async fn answer(self) -> Answer {
         match self.0 {
-            NoteState::Answered(notes, result) => (notes, result),
+            NoteState::Answered(answer) => answer,
             NoteState::Waiting(note) => note.await,
         }
     }
