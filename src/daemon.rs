@@ -802,6 +802,9 @@ async fn run_one(
             )
         }
         Err(e) => {
+            // A failed pass on SQLite is most often a file it could not write: what was opened
+            // meanwhile is opened afresh for the next (`Store::saw_unwritable`).
+            store.saw_unwritable();
             let message = with_cause(&e, &live.settings.database.url);
             tracing::error!(
                 database = %describe_database(&live.settings.database.url),

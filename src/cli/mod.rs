@@ -370,16 +370,24 @@ impl From<crate::store::StoreError> for Failure {
 
 type Outcome = Result<(), Failure>;
 
+/// Tokio worker threads of `serve` (see `main`).
+const SERVE_WORKER_THREADS: usize = 2;
+
 /// Runs the parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     // One rustls provider for the whole process, before anything opens a TLS connection.
     crate::notify::install_crypto_provider();
-    // `serve` runs on one thread: its work is a pass now and then, a few sends and page
-    // views, all of it waiting on the database or the network; every worker thread more is
-    // resident memory (a stack, a malloc arena) an idle daemon carries for nothing. SQLite
-    // runs on sqlx's own threads either way. The other commands keep a thread per core.
+    // `serve` runs on two worker threads: a big morning's pass (rendering and sending some
+    // thousands of messages over several lanes) uses a second core, and pages are served while
+    // a pass runs. More would be resident memory (a stack, a malloc arena) an idle daemon
+    // carries for nothing: two cost 0.2 MiB over one when idle (BENCHMARKS.md, "Idle serve").
+    // SQLite runs on sqlx's own threads either way. The other commands keep a thread per core.
     let runtime = match cli.command {
-        Command::Serve => tokio::runtime::Builder::new_current_thread(),
+        Command::Serve => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(SERVE_WORKER_THREADS);
+            builder
+        }
         _ => tokio::runtime::Builder::new_multi_thread(),
     }
     .enable_all()

@@ -9,8 +9,8 @@
 //! runs as a Tokio task of its own, so that lanes can use every core of a multi-threaded
 //! runtime (their rendering and bookkeeping are CPU work; joined in one task they shared one
 //! core), and a lane sends while the dispatch's own task claims the next batch. (`serve` runs
-//! on a current-thread runtime to stay small when idle; there the tasks share its one thread
-//! and overlap only their waiting, as the joined futures did.)
+//! two worker threads; on a current-thread runtime the tasks would share its one thread and
+//! overlap only their waiting, as the joined futures did.)
 //!
 //! # Recording outcomes
 //! Each channel's sends and the recording of their outcomes run side by side: while one write

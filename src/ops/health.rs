@@ -56,6 +56,9 @@ pub async fn not_ready(state: &OpsState) -> Option<String> {
         .as_deref()
         .and_then(super::check::sqlite_files_unwritable)
     {
+        // The ping above may have opened a connection on files it cannot write; it must not
+        // outlive the outage (`Store::saw_unwritable`).
+        state.store.saw_unwritable();
         return Some(why);
     }
     let Some(pass) = state.vitals.last_pass() else {

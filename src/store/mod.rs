@@ -87,6 +87,38 @@ pub struct Store {
     /// (`DeliveryNotes`): all but one of the pool, so that the claim of the next batch and the
     /// recording of outcomes, which the lanes wait on, always find a connection.
     lane_holds: std::sync::Arc<tokio::sync::Semaphore>,
+    /// SQLite: when the database was last seen unwritable (see [`Store::saw_unwritable`]).
+    unwritable: UnwritableMark,
+}
+
+/// When a SQLite database was last seen unwritable. A connection opened before that moment is
+/// closed instead of handed out: one SQLite opened while its files could not be written got
+/// them read-only, and so did the WAL index it shares with every connection of the process to
+/// that file, so writes fail ("attempt to write a readonly database") even once the files are
+/// writable again, for as long as any such connection stays open. Retiring them all lets the
+/// next pass open the files afresh.
+#[derive(Debug, Clone, Default)]
+struct UnwritableMark(std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl UnwritableMark {
+    fn set(&self) {
+        self.set_at(std::time::Instant::now());
+    }
+
+    fn set_at(&self, at: std::time::Instant) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
+
+    /// Whether a connection `age` old was opened at or before the mark.
+    fn predates(&self, age: Duration) -> bool {
+        self.predates_at(std::time::Instant::now(), age)
+    }
+
+    /// [`UnwritableMark::predates`], with the present moment given.
+    fn predates_at(&self, now: std::time::Instant, age: Duration) -> bool {
+        let mark = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        mark.is_some_and(|mark| now.checked_sub(age).is_none_or(|opened| opened <= mark))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -311,6 +343,7 @@ async fn still_alive<C: sqlx::Connection>(
 impl Store {
     /// Connects to `url` (`sqlite://PATH`, created if missing, or `postgres://…`).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let unwritable = UnwritableMark::default();
         let backend = if url.starts_with("sqlite:") {
             stats::sqlite_folder_exists(url)?;
             let options = SqliteConnectOptions::from_str(url)?
@@ -333,11 +366,19 @@ impl Store {
                     //
                     // Checked only when idle for a while: see `PING_AFTER_IDLE`.
                     .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            Ok(!sqlx::Connection::is_in_transaction(conn)
-                                && still_alive(conn, meta).await)
-                        })
+                    //
+                    // And one opened before the database was last seen unwritable is closed
+                    // too (`UnwritableMark`).
+                    .before_acquire({
+                        let unwritable = unwritable.clone();
+                        move |conn, meta| {
+                            let retire = unwritable.predates(meta.age);
+                            Box::pin(async move {
+                                Ok(!retire
+                                    && !sqlx::Connection::is_in_transaction(conn)
+                                    && still_alive(conn, meta).await)
+                            })
+                        }
                     })
                     .connect_with(options)
                     .await?,
@@ -351,7 +392,9 @@ impl Store {
                 .ok();
             Backend::Postgres(Self::pg_pool(options, max_connections).await?)
         };
-        Ok(Store::over(backend, max_connections))
+        let mut store = Store::over(backend, max_connections);
+        store.unwritable = unwritable;
+        Ok(store)
     }
 
     fn over(backend: Backend, max_connections: u32) -> Store {
@@ -359,6 +402,17 @@ impl Store {
         Store {
             backend,
             lane_holds: std::sync::Arc::new(tokio::sync::Semaphore::new(holds)),
+            unwritable: UnwritableMark::default(),
+        }
+    }
+
+    /// Tells a SQLite store that its database was just seen unwritable (a pass failed, or the
+    /// readiness check found a file it cannot write): every connection open now is closed
+    /// before its next use, so that once the files are writable again the next pass opens
+    /// them for writing (`UnwritableMark`). Nothing on PostgreSQL, whose server owns its files.
+    pub fn saw_unwritable(&self) {
+        if matches!(self.backend, Backend::Sqlite(_)) {
+            self.unwritable.set();
         }
     }
 
@@ -1254,4 +1308,27 @@ fn push_history_select<DB>(
         ") AS n ON n.column1 = a.activity_id AND n.column2 = a.period_start \
          AND n.column3 = a.slot AND n.column4 = a.subject",
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_opened_before_the_unwritable_mark_are_retired_and_later_ones_kept() {
+        let mark = UnwritableMark::default();
+        let start = std::time::Instant::now();
+        let later = |ms| start + Duration::from_millis(ms);
+        // No mark yet: nothing is retired, however old.
+        assert!(!mark.predates_at(later(1000), Duration::from_millis(1000)));
+        mark.set_at(later(100));
+        // Now is 130 ms: a connection opened at 0 or at 100 ms predates the mark; one opened at
+        // 120 or 130 ms (after the outage was seen) is kept.
+        assert!(mark.predates_at(later(130), Duration::from_millis(130)));
+        assert!(mark.predates_at(later(130), Duration::from_millis(30)));
+        assert!(!mark.predates_at(later(130), Duration::from_millis(10)));
+        assert!(!mark.predates_at(later(130), Duration::ZERO));
+        // Older than the process's clock can tell: retired.
+        assert!(mark.predates_at(later(130), Duration::from_secs(u64::MAX / 4)));
+    }
 }

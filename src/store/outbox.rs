@@ -342,7 +342,7 @@ impl Store {
             Backend::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
                 // `INDEXED BY`: walk the pending rows in id order and stop at the batch size;
-                // left to itself the planner reads every pending row by `outbox_ready` and
+                // left to itself the planner reads every pending row by `outbox_due` and
                 // sorts them all, on every claim.
                 let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "UPDATE outbox SET claimed_until = $1, claim = $4 WHERE id IN ( \
