@@ -184,9 +184,12 @@ fn duplicates(counts: &BTreeMap<String, usize>) -> usize {
     counts.values().map(|n| n - 1).sum()
 }
 
-/// Resends per kill: for each kill's span of received mail (see the kill-9 scenario), the
-/// copies after the first of every message first received in it; and the copies after the first
-/// of messages first received outside every span (a resend no kill explains).
+/// Resends per kill. A message received again was resent because the copy before it was in
+/// flight when a kill struck: each copy after the first is counted against the kill whose span
+/// of received mail (see the kill-9 scenario) holds the copy before it, not the first one. A
+/// message in flight at one kill can be resent in the very next tick and be in flight again
+/// when that tick is killed too; that is one resend for each kill. Copies whose previous copy
+/// lies outside every span are resends no kill explains.
 fn resends_by_kill(
     smtp: &SmtpServer,
     spans: &[(usize, std::ops::Range<usize>)],
@@ -195,19 +198,15 @@ fn resends_by_kill(
         .into_iter()
         .map(|(_, _, id)| id)
         .collect();
-    let mut first: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
-    for (at, id) in ids.iter().enumerate() {
-        first.entry(id).or_insert(at);
-        *copies.entry(id).or_insert(0) += 1;
-    }
+    let mut last_copy: BTreeMap<&str, usize> = BTreeMap::new();
     let mut per_kill = vec![0; spans.len()];
     let mut unexplained = 0;
-    for (id, n) in copies {
-        let at = first[id];
-        match spans.iter().position(|(_, span)| span.contains(&at)) {
-            Some(k) => per_kill[k] += n - 1,
-            None => unexplained += n - 1,
+    for (at, id) in ids.iter().enumerate() {
+        if let Some(previous) = last_copy.insert(id, at) {
+            match spans.iter().position(|(_, span)| span.contains(&previous)) {
+                Some(k) => per_kill[k] += 1,
+                None => unexplained += 1,
+            }
         }
     }
     (per_kill, unexplained)
