@@ -392,17 +392,16 @@ impl Store {
                 .ok();
             Backend::Postgres(Self::pg_pool(options, max_connections).await?)
         };
-        let mut store = Store::over(backend, max_connections);
-        store.unwritable = unwritable;
-        Ok(store)
+        Ok(Store::over(backend, max_connections, unwritable))
     }
 
-    fn over(backend: Backend, max_connections: u32) -> Store {
+    /// The store over `backend`; `unwritable` is the mark its SQLite pool consults.
+    fn over(backend: Backend, max_connections: u32, unwritable: UnwritableMark) -> Store {
         let holds = usize::try_from(max_connections.saturating_sub(1)).unwrap_or(0);
         Store {
             backend,
             lane_holds: std::sync::Arc::new(tokio::sync::Semaphore::new(holds)),
-            unwritable: UnwritableMark::default(),
+            unwritable,
         }
     }
 
@@ -424,6 +423,7 @@ impl Store {
         Ok(Store::over(
             Backend::Postgres(Self::pg_pool(options, max_connections).await?),
             max_connections,
+            UnwritableMark::default(),
         ))
     }
 

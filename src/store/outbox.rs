@@ -342,8 +342,8 @@ impl Store {
             Backend::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
                 // `INDEXED BY`: walk the pending rows in id order and stop at the batch size;
-                // left to itself the planner reads every pending row by `outbox_due` and
-                // sorts them all, on every claim.
+                // left to itself the planner may read every pending row by another index and
+                // sort them all, on every claim.
                 let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "UPDATE outbox SET claimed_until = $1, claim = $4 WHERE id IN ( \
                        SELECT id FROM outbox INDEXED BY outbox_pending_id \
