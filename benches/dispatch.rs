@@ -26,6 +26,8 @@
 //! - `QALOOP_BENCH_CURRENT_THREAD`: set, each measurement (qaloop's and the bare loop's) runs on
 //!   a current-thread runtime, as `serve` runs its passes; unset, on a multi-threaded one, as
 //!   `tick` does.
+//! - `QALOOP_BENCH_PG_NOTES=database`: on PostgreSQL, record each delivery in the database at
+//!   once (no `notify.sent_journal`) instead of noting it in a sent journal file.
 //! - `QALOOP_TEST_PG_URL`: the PostgreSQL server (default `postgres://postgres@127.0.0.1:5432/test`);
 //!   when it does not answer, PostgreSQL rows are skipped with a notice.
 
@@ -580,6 +582,16 @@ async fn qaloop_path(scenario: &Scenario, db: &Db) -> anyhow::Result<Times> {
                 .context("a webhook channel")?,
         ),
     };
+    // As the daemon builds it: the sent journal beside a SQLite file; on PostgreSQL where
+    // `notify.sent_journal` names it, unless `QALOOP_BENCH_PG_NOTES=database` asks for each
+    // delivery recorded in the database at once (the setting left out).
+    let journal = match db {
+        Db::Sqlite(url) => qaloop::notify::journal::path_for(url),
+        Db::Postgres { schema, .. } if !database_notes() => {
+            Some(std::env::temp_dir().join(format!("qaloop-dispatch-bench-{schema}.sent")))
+        }
+        Db::Postgres { .. } => None,
+    };
     let dispatcher = Dispatcher::new(
         [(scenario.channel.name().to_owned(), channel)].into(),
         Arc::new(Templates::load(None)?),
@@ -591,11 +603,10 @@ async fn qaloop_path(scenario: &Scenario, db: &Db) -> anyhow::Result<Times> {
         },
         None,
     )
-    // As the daemon builds it: the sent journal beside a SQLite file, none on PostgreSQL.
-    .with_journal(match db {
-        Db::Sqlite(url) => qaloop::notify::journal::path_for(url),
-        Db::Postgres { .. } => None,
-    });
+    // As the daemon builds it: the sent journal beside a SQLite file; on PostgreSQL where
+    // `notify.sent_journal` names it, unless `QALOOP_BENCH_PG_NOTES=database` asks for each
+    // delivery recorded in the database at once (the setting left out).
+    .with_journal(journal.clone());
 
     let now = NOW.parse()?;
     let stopwatch = Stopwatch::start()?;
@@ -608,6 +619,9 @@ async fn qaloop_path(scenario: &Scenario, db: &Db) -> anyhow::Result<Times> {
         scenario.n
     );
     store.close().await;
+    if let (Db::Postgres { .. }, Some(journal)) = (db, &journal) {
+        std::fs::remove_file(journal)?;
+    }
     Ok(times)
 }
 
@@ -849,4 +863,9 @@ async fn http_session(mut stream: TcpStream, received: Arc<AtomicU64>) -> io::Re
             return Ok(());
         }
     }
+}
+
+/// `QALOOP_BENCH_PG_NOTES=database`: PostgreSQL without a sent journal file.
+fn database_notes() -> bool {
+    std::env::var("QALOOP_BENCH_PG_NOTES").is_ok_and(|v| v == "database")
 }

@@ -41,6 +41,8 @@
 //!   does (default: multi-threaded, as `tick` and the other commands);
 //! - `QALOOP_BENCH_PER_DAY=1`: also print each working day's two passes to stderr, each split
 //!   into reconcile, decide and dispatch (with the messages sent);
+//! - `QALOOP_BENCH_PG_NOTES=database`: on PostgreSQL, record each delivery in the database at
+//!   once (no `notify.sent_journal`) instead of noting it in a sent journal file;
 //! - `QALOOP_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`); when it does not
 //!   answer, PostgreSQL is skipped with a notice;
 //! - arguments filter backends by name: `cargo bench --bench notify_year -- sqlite`.
@@ -393,6 +395,15 @@ async fn run(backend: &str) -> Result<Outcome, BoxError> {
 
     let records = org::synthetic_org(staff, team_managers, &ctx.schedule);
     let dir = tempfile::tempdir()?;
+    // As a deployment runs it: a sent journal on local disk (beside the SQLite file; on
+    // PostgreSQL where `notify.sent_journal` names it), unless `QALOOP_BENCH_PG_NOTES=database`
+    // asks for PostgreSQL's per-delivery notes in the database.
+    let journal = match backend {
+        "sqlite" => Some(dir.path().join("year.db.sent")),
+        _ if database_notes() => None,
+        _ => Some(dir.path().join("qaloop.sent")),
+    };
+    let dispatcher = dispatcher.with_journal(journal);
     let (store, side) = match backend {
         "sqlite" => {
             let path = dir.path().join("year.db");
@@ -797,4 +808,9 @@ async fn smtp_session(
             _ => write.write_all(b"250 2.0.0 OK\r\n").await?,
         }
     }
+}
+
+/// `QALOOP_BENCH_PG_NOTES=database`: PostgreSQL without a sent journal file.
+fn database_notes() -> bool {
+    std::env::var("QALOOP_BENCH_PG_NOTES").is_ok_and(|v| v == "database")
 }

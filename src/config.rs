@@ -213,6 +213,9 @@ impl Settings {
         if let Some(file) = &settings.notify.preferences_file {
             settings.notify.preferences_file = Some(base.join(file));
         }
+        if let Some(file) = &settings.notify.sent_journal {
+            settings.notify.sent_journal = Some(base.join(file));
+        }
         if let Some(dir) = &settings.backup.dir {
             settings.backup.dir = Some(base.join(dir));
         }
@@ -297,6 +300,28 @@ impl Settings {
         }
         if !(1..=365).contains(&self.web.link_days) {
             problems.push(at("web.link_days", "must be 1 to 365".into()));
+        }
+        if let Some(file) = &self.notify.sent_journal {
+            // Checked here, not at the first dispatch: a journal that cannot be opened is only
+            // a warning then (the dispatch falls back), and nobody reads warnings in time.
+            let folder = file.parent().filter(|p| !p.as_os_str().is_empty());
+            if file.is_dir() {
+                problems.push(at(
+                    "notify.sent_journal",
+                    format!(
+                        "{} is a folder; name a file in it, e.g. qaloop.sent",
+                        file.display()
+                    ),
+                ));
+            } else if folder.is_some_and(|f| !f.is_dir()) {
+                problems.push(at(
+                    "notify.sent_journal",
+                    format!(
+                        "its folder {} does not exist",
+                        folder.map(|f| f.display().to_string()).unwrap_or_default()
+                    ),
+                ));
+            }
         }
         if self.notify.give_up_after_working_days == 0 {
             problems.push(at(
@@ -491,5 +516,28 @@ bank_holidays_file = "bank-holidays.json"
             "{err}"
         );
         assert!(err.contains("`noon` is not a time"), "{err}");
+    }
+
+    #[test]
+    fn a_sent_journal_resolves_against_the_config_folder_and_its_folder_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = MINIMAL.to_owned() + "[notify]\nsent_journal = \"qaloop.sent\"\n";
+        let s = Settings::load_with_env(&write(dir.path(), &text), []).unwrap();
+        assert_eq!(s.notify.sent_journal, Some(dir.path().join("qaloop.sent")));
+
+        let text = MINIMAL.to_owned() + "[notify]\nsent_journal = \"state/qaloop.sent\"\n";
+        let err = Settings::load_with_env(&write(dir.path(), &text), [])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notify.sent_journal: its folder") && err.contains("does not exist"),
+            "{err}"
+        );
+
+        let text = MINIMAL.to_owned() + "[notify]\nsent_journal = \".\"\n";
+        let err = Settings::load_with_env(&write(dir.path(), &text), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is a folder"), "{err}");
     }
 }

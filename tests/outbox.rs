@@ -28,6 +28,7 @@ both_backends!(
     a_relay_down_over_a_weekend_loses_nothing_with_default_settings,
     a_daily_message_held_by_an_outage_drops_what_was_done_meanwhile,
     each_delivery_is_noted_before_the_next_send,
+    each_delivery_is_noted_in_a_configured_sent_journal_before_the_next_send,
 );
 
 /// What the kill bound on PostgreSQL rests on (`DeliveryNotes`): once
@@ -115,13 +116,13 @@ async fn a_started_delivery_note_commits_though_its_client_vanishes() {
 
 /// A channel that, before each delivery, checks that every message it delivered before is
 /// noted where a killed dispatch's successor would find it (the sent journal, `journal.rs`):
-/// recorded as sent in the outbox, or (SQLite) a line in `<db>.sent`. Delivers to a real relay.
+/// recorded as sent in the outbox, or a line in the sent journal file. Delivers to a real relay.
 struct Watching {
     /// The channel that sends.
     inner: Arc<dyn Channel>,
     /// The outbox to look in, on a pool of its own.
     store: qaloop::store::Store,
-    /// The SQLite journal file, when there is one.
+    /// The sent journal file, when there is one.
     journal: Option<std::path::PathBuf>,
     /// Keys delivered so far, and every key found un-noted at a later send.
     seen: std::sync::Mutex<(Vec<String>, Vec<String>)>,
@@ -180,6 +181,27 @@ impl Channel for Watching {
 /// on its channel goes out, so a dispatch killed at any moment resends at most the one in
 /// flight.
 async fn each_delivery_is_noted_before_the_next_send(db: TestDb) {
+    // Where the daemon puts it without `notify.sent_journal`: beside a SQLite file; none on
+    // PostgreSQL, where each note is the outbox row's own update.
+    let journal = match &db.target {
+        support::store::Target::Sqlite(url) => qaloop::notify::journal::path_for(url),
+        support::store::Target::Postgres { .. } => None,
+    };
+    deliveries_are_noted_before_the_next_send(db, journal).await;
+}
+
+/// The same with `notify.sent_journal` set: on PostgreSQL each note is then a line in the
+/// node's own file, recorded in the outbox in groups, as on SQLite.
+async fn each_delivery_is_noted_in_a_configured_sent_journal_before_the_next_send(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("qaloop.sent");
+    deliveries_are_noted_before_the_next_send(db, Some(journal)).await;
+}
+
+async fn deliveries_are_noted_before_the_next_send(
+    db: TestDb,
+    journal: Option<std::path::PathBuf>,
+) {
     let smtp = SmtpServer::start(Options::default()).await;
     let config = at_nine();
     let (ctx, _) = start(smtp.port(), &config);
@@ -189,10 +211,6 @@ async fn each_delivery_is_noted_before_the_next_send(db: TestDb) {
         .unwrap();
     live_since_april(&db).await;
     reconcile(&db.store, &ctx, now).await.unwrap();
-    let journal = match &db.target {
-        support::store::Target::Sqlite(url) => qaloop::notify::journal::path_for(url),
-        support::store::Target::Postgres { .. } => None,
-    };
     let ChannelSettings::Email(email) = smtp_channel(smtp.port()) else {
         unreachable!()
     };
@@ -213,13 +231,27 @@ async fn each_delivery_is_noted_before_the_next_send(db: TestDb) {
 
     let report = dispatcher.dispatch(&db.store, now).await.unwrap();
 
-    let (delivered, missing) = &*watching.seen.lock().unwrap();
+    let (delivered, missing) = watching.seen.lock().unwrap().clone();
     assert!(delivered.len() >= 6, "enough to see: {}", delivered.len());
     assert_eq!(report.sent, delivered.len());
     assert!(
         missing.is_empty(),
         "delivered, not noted before the next send: {missing:?}"
     );
+    // And at the end every delivery is recorded in the outbox, the journal's lines spent.
+    let rows = db.store.outbox(None, 100_000).await.unwrap();
+    let unrecorded: Vec<&String> = delivered
+        .iter()
+        .filter(|k| {
+            !rows
+                .iter()
+                .any(|r| &r.key == *k && r.status == OutboxStatus::Sent)
+        })
+        .collect();
+    assert!(unrecorded.is_empty(), "not recorded: {unrecorded:?}");
+    if let Some(journal) = &watching.journal {
+        assert_eq!(std::fs::read_to_string(journal).unwrap(), "");
+    }
 }
 
 /// A daily message held by a relay outage re-checks its items when it finally goes out: work

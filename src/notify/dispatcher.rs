@@ -204,26 +204,29 @@ impl Dispatcher {
         self
     }
 
-    /// The journal for one dispatch (`journal.rs`). On PostgreSQL, the database. On SQLite,
-    /// the file, once it has recorded what an interrupted dispatch left in it; `None` (and a
-    /// warning) when it cannot be opened, and `None` without a word when another process is
-    /// dispatching (it holds the file): this dispatch then runs without one.
+    /// The journal for one dispatch (`journal.rs`): the file, when there is one, once it has
+    /// recorded what an interrupted dispatch left in it. Without it — none configured, it
+    /// cannot be opened (a warning), or another process on this machine is dispatching (it
+    /// holds the file) — the database on PostgreSQL, and nothing on SQLite.
     async fn open_journal(&self, store: &Store) -> Result<Option<Journal>, StoreError> {
-        if store.backend_name() == "postgres" {
-            return Ok(Some(Journal::Database));
-        }
+        let without_file = || (store.backend_name() == "postgres").then_some(Journal::Database);
         let Some(path) = &self.journal else {
-            return Ok(None);
+            return Ok(without_file());
         };
         match FileJournal::open(path) {
             Ok(Some(journal)) => {
                 journal.replay(store).await?;
                 Ok(Some(Journal::File(journal)))
             }
-            Ok(None) => Ok(None),
+            Ok(None) => Ok(without_file()),
             Err(e) => {
-                tracing::warn!(journal = %path.display(), error = %e, "cannot open the sent journal; a crash now may resend up to a group of messages");
-                Ok(None)
+                let fallback = without_file();
+                if fallback.is_some() {
+                    tracing::warn!(journal = %path.display(), error = %e, "cannot open the sent journal; recording each delivery in the database instead (slower)");
+                } else {
+                    tracing::warn!(journal = %path.display(), error = %e, "cannot open the sent journal; a crash now may resend up to a group of messages");
+                }
+                Ok(fallback)
             }
         }
     }

@@ -5,38 +5,40 @@
 //! message: see `dispatcher.rs`), so a process killed mid-dispatch would otherwise leave a
 //! group's worth of delivered rows unrecorded, each sent again after its lease. With a
 //! journal, a kill resends at most the message in flight on each channel: accepted by the
-//! peer, not yet noted. It takes one of two forms, by backend:
+//! peer, not yet noted. It takes one of two forms:
 //!
-//! - **SQLite: a file** (`<db>.sent`, beside the lock file). Every delivery is appended as a
-//!   line (one `write`, no `fsync`: the kernel keeps it when the process is killed), and the
-//!   next dispatch, before it claims anything, records what the file holds as sent (the same
-//!   guarded write as usual: `WHERE claim = … AND status IN ('pending', 'failed')`), then
-//!   empties it. A dispatch holds an exclusive `flock` on the file while it works, so two
-//!   processes never empty each other's lines; one that cannot take the lock (another process
-//!   is dispatching) runs without a journal. SQLite has one node, so the process that restarts
-//!   is the one that replays.
-//! - **PostgreSQL: the database itself.** Several nodes share the outbox, and a killed node's
-//!   rows are claimed by another once their lease runs out: a file on the dead node's disk
-//!   would not be read if it never came back (a replacement machine, a node taken out of
-//!   service), and the survivor would resend up to a group per channel. So each delivery is
-//!   recorded in the outbox at once ([`DeliveryNotes`]: one guarded `UPDATE` over a connection
-//!   the lane holds, committed without waiting for `fsync`), which every node sees. The lane
-//!   does not wait for its answer before the next send, only for it to be written to the
-//!   server: a statement the server has received is committed even if the client dies a
-//!   moment later, so the bound holds, and the round trip overlaps the next send instead of
-//!   preceding it (the store's docs say what this rests on, and a test holds sqlx to it). The
-//!   answer is read while the next message is in flight, and the next note waits for it. The
-//!   alternatives, not taken: a file per node as on SQLite (the group bound, 65 per channel,
-//!   for a node that never comes back), or waiting for each answer before the next send (the
-//!   design until 2026-12-06: a round trip per message, a third to a half of the throughput
-//!   against loopback peers; BENCHMARKS.md, "Dispatch").
+//! - **A file on the node's own disk** (`<db>.sent` beside a SQLite file, or where
+//!   `notify.sent_journal` puts it). Every delivery is appended as a line (one `write`, no
+//!   `fsync`: the kernel keeps it when the process is killed), and the next dispatch, before
+//!   it claims anything, records what the file holds as sent (the same guarded write as
+//!   usual: `WHERE claim = … AND status IN ('pending', 'failed')`), then empties it. A dispatch
+//!   holds an exclusive `flock` on the file while it works, so two processes never empty each
+//!   other's lines; one that cannot take the lock (another process on this machine is
+//!   dispatching) runs without the file. The process that restarts on this machine is the one
+//!   that replays, well inside the 5-minute lease when systemd restarts it.
+//! - **PostgreSQL without the file: the database itself.** Several nodes share the outbox,
+//!   and a killed node's rows are claimed by another once their lease runs out: a file on the
+//!   dead node's disk is not read if the node never comes back (a replacement machine, a node
+//!   taken out of service), and the survivor resends up to a group per channel connection
+//!   (2 × 32 + 1). Where that matters more than throughput, each delivery is recorded in the
+//!   outbox at once ([`DeliveryNotes`]: one guarded `UPDATE` over a connection the lane holds,
+//!   committed without waiting for `fsync`), which every node sees. The lane does not wait
+//!   for its answer before the next send, only for it to be written to the server: a
+//!   statement the server has received is committed even if the client dies a moment later,
+//!   so the bound holds, and the round trip overlaps the next send instead of preceding it
+//!   (the store's docs say what this rests on, and a test holds sqlx to it). Even so a round
+//!   trip per message costs a third of webhook throughput against loopback peers on a 2-core
+//!   machine (0.56–0.59 of a bare send loop, against 0.76–0.92 with the file; BENCHMARKS.md,
+//!   "Dispatch"), so the file is the recommended setting and the database the fallback: the
+//!   default without the setting, and what a dispatch uses when the file is held by another
+//!   process or cannot be opened.
 //!
 //! **Invariant:** a delivery is noted only after the channel accepted the message, and before
-//! the next message on its channel is sent (on PostgreSQL: written to the server); the file is emptied only after every line in it
-//! was recorded in the database. What neither form survives: power loss (neither the file nor
-//! an asynchronous PostgreSQL commit waits for the disk; on PostgreSQL, up to three
-//! `wal_writer_delay`s, 0.6 s by default, of notes), which resends those messages, never
-//! loses one.
+//! the next message on its channel is sent (on PostgreSQL without the file: written to the
+//! server); the file is emptied only after every line in it was recorded in the database.
+//! What neither form survives: power loss (neither the file nor an asynchronous PostgreSQL
+//! commit waits for the disk; on PostgreSQL, up to three `wal_writer_delay`s, 0.6 s by
+//! default, of notes), which resends those messages, never loses one.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -48,7 +50,19 @@ use jiff::Timestamp;
 
 use crate::store::{DeliveryNotes, NoteInFlight, Store, StoreError};
 
-/// Where a database's journal lives, when it has one (SQLite).
+/// Where this node's journal lives: `notify.sent_journal` when set, else beside a SQLite
+/// database; `None` on PostgreSQL without the setting (deliveries are then recorded in the
+/// database at once).
+pub fn configured(settings: &crate::config::Settings) -> Option<PathBuf> {
+    settings
+        .notify
+        .sent_journal
+        .clone()
+        .or_else(|| path_for(&settings.database.url))
+}
+
+/// Where a SQLite database's journal lives by default (beside its file); `None` for any other
+/// database.
 pub fn path_for(database_url: &str) -> Option<PathBuf> {
     crate::config::sqlite_file(database_url).map(|(path, _)| PathBuf::from(format!("{path}.sent")))
 }
@@ -56,9 +70,9 @@ pub fn path_for(database_url: &str) -> Option<PathBuf> {
 /// Where one dispatch notes its deliveries (module docs).
 #[derive(Debug)]
 pub enum Journal {
-    /// SQLite: a file beside the database, locked for this dispatch.
+    /// A file on this machine's disk, locked for this dispatch.
     File(FileJournal),
-    /// PostgreSQL: each delivery recorded in the outbox at once.
+    /// PostgreSQL without the file: each delivery recorded in the outbox at once.
     Database,
 }
 

@@ -75,7 +75,7 @@ pub fn build_dispatcher(
                     .map(|c| (c, settings.notify.admin_address.clone())),
             )
             .with_working_hours_of(ctx)
-            .with_journal(super::journal::path_for(&settings.database.url)),
+            .with_journal(super::journal::configured(settings)),
         )),
         _ => Err(problems),
     }

@@ -134,6 +134,12 @@ pub struct NotifyConfig {
     pub admin_address: Option<String>,
     /// Per-person preferences (daily digest, channels), a TOML file.
     pub preferences_file: Option<PathBuf>,
+    /// The sent journal: a file on this machine's own disk where each delivery is noted (one
+    /// `write`) before the next message goes out, recorded in the database in groups
+    /// (`notify/journal.rs`). Default: beside a SQLite database (`<file>.sent`); on PostgreSQL
+    /// none, and each delivery is then recorded in the database at once instead (a round
+    /// trip per message: about a third of webhook throughput; BENCHMARKS.md, "Dispatch").
+    pub sent_journal: Option<PathBuf>,
     /// Which kinds go to which channels for which roles; first match wins. Default: every kind
     /// to every email channel.
     pub routes: Vec<Route>,
@@ -155,6 +161,7 @@ impl Default for NotifyConfig {
             admin_channel: None,
             admin_address: None,
             preferences_file: None,
+            sent_journal: None,
             routes: Vec::new(),
         }
     }
