@@ -1203,32 +1203,85 @@ impl InsertAssignments for Transaction<'_, sqlx::Sqlite> {
 }
 
 impl InsertAssignments for Transaction<'_, sqlx::Postgres> {
+    /// One statement per [`UNNEST_CHUNK`] rows: the columns go as arrays, so the statement's
+    /// text is the same whatever the count, prepared once per connection and planned in
+    /// microseconds. A `VALUES` list of a thousand rows (13,000 parameters) was a new
+    /// statement for every chunk size, parsed and planned each time, and its parameters
+    /// travelled one by one: the largest cost of a national morning's reconcile.
     async fn insert_assignments(
         &mut self,
         rows: &[NewAssignment],
-        how: Creation,
+        (created_late, go_live): Creation,
         actor: &Actor,
         at: &str,
     ) -> Result<Vec<(i64, usize)>, sqlx::Error> {
         let mut ids = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::new("WITH new AS (");
-            push_insert(&mut qb, chunk, how, at);
-            qb.push(" RETURNING id, activity_id, period_start, slot, subject), history AS (");
-            push_history_select(&mut qb, chunk, actor, at, "new");
-            qb.push(" ORDER BY a.id) SELECT id, activity_id, slot, subject FROM new ORDER BY id");
-            let inserted = qb.build_query_as().fetch_all(&mut **self).await?;
+        for chunk in rows.chunks(UNNEST_CHUNK) {
+            let column = |f: fn(&NewAssignment) -> String| chunk.iter().map(f).collect::<Vec<_>>();
+            let inserted = sqlx::query_as(INSERT_ASSIGNMENTS_UNNEST)
+                .bind(column(|r| r.activity_id.clone()))
+                .bind(column(|r| r.period_label.clone()))
+                .bind(column(|r| r.period_start.to_string()))
+                .bind(column(|r| r.period_end.to_string()))
+                .bind(column(|r| r.slot.clone()))
+                .bind(column(|r| r.assignee.to_string()))
+                .bind(column(|r| r.subject.clone().unwrap_or_default()))
+                .bind(chunk.iter().map(|r| r.trigger_id).collect::<Vec<_>>())
+                .bind(column(|r| r.due.to_string()))
+                .bind(
+                    chunk
+                        .iter()
+                        .map(|r| go_live.is_some_and(|day| r.due < day))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(chunk.iter().map(|r| r.note.clone()).collect::<Vec<_>>())
+                .bind(at)
+                .bind(created_late)
+                .bind(actor.staff_id.as_str())
+                .bind(actor.via.as_str())
+                .fetch_all(&mut **self)
+                .await?;
             ids.extend(match_planned(rows, inserted));
         }
         Ok(ids)
     }
 }
 
+/// Rows per statement of [`INSERT_ASSIGNMENTS_UNNEST`]: arrays have no parameter limit, so
+/// this only bounds one statement's memory.
+const UNNEST_CHUNK: usize = 10_000;
+
+/// PostgreSQL's insert of planned assignments, their `created` history rows in the same
+/// statement (a leaver's work carries its note), in the planned order; returns the rows it
+/// inserted (the others existed already).
+const INSERT_ASSIGNMENTS_UNNEST: &str = "\
+    WITH input AS ( \
+      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+        $6::text[], $7::text[], $8::bigint[], $9::text[], $10::boolean[], $11::text[]) \
+        WITH ORDINALITY AS t(activity_id, period_label, period_start, period_end, slot, \
+        assignee, subject, trigger_id, due, before_go_live, note, position)), \
+    new AS ( \
+      INSERT INTO assignments (activity_id, period_label, period_start, period_end, slot, \
+        assignee, subject, trigger_id, due, status, created_at, created_late, before_go_live) \
+      SELECT activity_id, period_label, period_start, period_end, slot, assignee, subject, \
+        trigger_id, due, 'open', $12, $13, before_go_live FROM input ORDER BY position \
+      ON CONFLICT (activity_id, period_start, slot, subject) DO NOTHING \
+      RETURNING id, activity_id, period_start, slot, subject), \
+    history AS ( \
+      INSERT INTO assignment_history (assignment_id, event, actor, at, via, detail) \
+      SELECT a.id, 'created', $14, $12, $15, COALESCE(n.note, '') FROM new a \
+      LEFT JOIN (SELECT * FROM input WHERE note IS NOT NULL) n \
+        ON n.activity_id = a.activity_id AND n.period_start = a.period_start \
+        AND n.slot = a.slot AND n.subject = a.subject \
+      ORDER BY a.id) \
+    SELECT id, activity_id, slot, subject FROM new ORDER BY id";
+
 /// How rows are created: (after their period began because qaloop was down; the go-live date
 /// when this is a new database's first pass, before which due rows are `before_go_live`).
 type Creation = (bool, Option<Date>);
 
-/// `INSERT INTO assignments (…) VALUES (…), … ON CONFLICT (unique key) DO NOTHING` for `chunk`.
+/// `INSERT INTO assignments (…) VALUES (…), … ON CONFLICT (unique key) DO NOTHING` for `chunk`
+/// (SQLite's insert; PostgreSQL's passes arrays instead: [`INSERT_ASSIGNMENTS_UNNEST`]).
 fn push_insert<DB>(
     qb: &mut QueryBuilder<DB>,
     chunk: &[NewAssignment],
@@ -1266,7 +1319,7 @@ fn push_insert<DB>(
 /// `INSERT INTO assignment_history (…) SELECT a.id, 'created', actor, at, note FROM source a`,
 /// where `source` holds the new assignments and `note` is the planned row's note (a leaver's
 /// work says why it went to someone else), matched on the unique key through a `VALUES` list
-/// (whose columns both backends name `column1`…); the caller adds the `WHERE`/`ORDER BY`. Only
+/// (whose columns are named `column1`…); the caller adds the `WHERE`/`ORDER BY`. Only
 /// rows with a note are sent again, and usually there are none.
 fn push_history_select<DB>(
     qb: &mut QueryBuilder<DB>,
