@@ -187,7 +187,7 @@ async fn each_delivery_is_noted_before_the_next_send(db: TestDb) {
         support::store::Target::Sqlite(url) => qaloop::notify::journal::path_for(url),
         support::store::Target::Postgres { .. } => None,
     };
-    deliveries_are_noted_before_the_next_send(db, journal).await;
+    deliveries_are_noted_before_the_next_send(db, journal.clone(), journal).await;
 }
 
 /// The same with `notify.sent_journal` set: on PostgreSQL each note is then a line in the
@@ -195,12 +195,39 @@ async fn each_delivery_is_noted_before_the_next_send(db: TestDb) {
 async fn each_delivery_is_noted_in_a_configured_sent_journal_before_the_next_send(db: TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("qaloop.sent");
-    deliveries_are_noted_before_the_next_send(db, Some(journal)).await;
+    deliveries_are_noted_before_the_next_send(db, Some(journal.clone()), Some(journal)).await;
 }
 
+/// On PostgreSQL, a journal file held by another process on the machine (a `tick` while
+/// `serve` dispatches) is left alone, and the dispatch notes each delivery in the database
+/// instead, still before the next send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_file_held_by_another_process_falls_back_to_notes_in_the_database() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qaloop.sent");
+    let held = qaloop::notify::journal::FileJournal::open(&path)
+        .unwrap()
+        .expect("the journal is free");
+    // The channel looks for notes in the database (no file given), waiting for each commit.
+    deliveries_are_noted_before_the_next_send(db, Some(path.clone()), None).await;
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "",
+        "nothing written"
+    );
+    drop(held);
+}
+
+/// Dispatches a morning's messages with the sent journal at `journal` (`None`: none set) and
+/// checks each delivery was noted before the next send, the channel looking in `noted_in` (a
+/// journal file) and in the outbox.
 async fn deliveries_are_noted_before_the_next_send(
     db: TestDb,
     journal: Option<std::path::PathBuf>,
+    noted_in: Option<std::path::PathBuf>,
 ) {
     let smtp = SmtpServer::start(Options::default()).await;
     let config = at_nine();
@@ -217,7 +244,7 @@ async fn deliveries_are_noted_before_the_next_send(
     let watching = Arc::new(Watching {
         inner: Arc::new(SmtpChannel::new(&email, std::path::Path::new(".")).unwrap()),
         store: db.second_store().await,
-        journal: journal.clone(),
+        journal: noted_in,
         seen: Default::default(),
     });
     let dispatcher = Dispatcher::new(
