@@ -109,6 +109,49 @@ fn check_lists_every_problem_with_file_and_key_and_exits_78() {
 }
 
 #[test]
+fn check_names_a_sent_journal_that_cannot_be_written() {
+    let s = Setup::new();
+    std::fs::create_dir(s.dir.path().join("state")).unwrap();
+    let set = |path: &str| {
+        s.edit("qaloop.toml", |t| {
+            let t = match t.find("\nsent_journal = ") {
+                // Drop the line set before.
+                Some(at) => {
+                    let at = at + 1;
+                    let end = at + t[at..].find('\n').unwrap() + 1;
+                    format!("{}{}", &t[..at], &t[end..])
+                }
+                None => t,
+            };
+            t.replacen(
+                "[notify]\n",
+                &format!("[notify]\nsent_journal = \"{path}\"\n"),
+                1,
+            )
+        })
+    };
+    set("state/qaloop.sent");
+    let out = s.run(&["check"]);
+    assert!(
+        out.status.success(),
+        "a writable journal passes: {}",
+        stderr(&out)
+    );
+
+    // A folder in which no file can be created, not even by root (tests may run as root,
+    // for whom file permissions do not bind).
+    set("/proc/qaloop.sent");
+    let out = s.run(&["check"]);
+
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(
+        err.contains("notify.sent_journal: /proc/qaloop.sent cannot be written"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_staff_file_problem_fails_check_with_its_row() {
     let s = Setup::new();
     s.edit("example-staff.csv", |t| {

@@ -56,6 +56,17 @@ pub async fn environment(settings: &Settings) -> Findings {
             ),
         ));
     }
+    if let Some(journal) = &settings.notify.sent_journal
+        && let Err(why) = journal_writable(journal)
+    {
+        f.problems.push(at(
+            "notify.sent_journal",
+            format!(
+                "{} cannot be written ({why}): the dispatcher notes each delivery there",
+                journal.display()
+            ),
+        ));
+    }
     if let Ok(Some(addr)) = settings.ops.listen_addr() {
         match std::net::TcpListener::bind(addr) {
             Ok(_) => f.notes.push(format!("ops listener: {addr} is free")),
@@ -181,6 +192,22 @@ fn file_problems(path: &str) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The sent journal can be appended to (it exists), or created in its folder; nothing is
+/// written to it. (That the folder exists is a configuration check.)
+fn journal_writable(file: &Path) -> Result<(), String> {
+    if file.exists() {
+        return std::fs::File::options()
+            .append(true)
+            .open(file)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => writable(dir),
+        None => writable(Path::new(".")),
+    }
 }
 
 /// `dir` is writable, or does not exist yet and its nearest existing ancestor is.

@@ -73,8 +73,8 @@ pub enum StoreError {
         /// What went wrong, in plain words.
         cause: String,
     },
-    /// The dispatcher's sent journal (`notify::journal`, a file beside a SQLite database)
-    /// could not be read or written; says which file and why.
+    /// The dispatcher's sent journal (`notify::journal`, a file on this machine's disk) could
+    /// not be read or written; says which file and why.
     #[error("{0}")]
     Journal(String),
 }
