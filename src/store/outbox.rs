@@ -202,106 +202,50 @@ impl TryFrom<Row> for OutboxRow {
 
 /// Queues notifications inside `tx`; rows whose key already exists are skipped. Returns how
 /// many were queued.
-pub(super) async fn insert<T: InsertOutbox>(
-    tx: &mut T,
+pub(super) async fn insert<'c, DB>(
+    tx: &mut Transaction<'c, DB>,
     rows: &[NewOutbox],
     now: &str,
-) -> Result<u64, sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(0);
+) -> Result<u64, sqlx::Error>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'a> i64: sqlx::Decode<'a, DB> + sqlx::Type<DB>,
+    for<'a> Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> Option<String>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let mut queued = 0;
+    for chunk in rows.chunks(CHUNK) {
+        let mut qb: QueryBuilder<DB> = QueryBuilder::new(
+            "INSERT INTO outbox (key, kind, channel, recipient, assignment_id, context, status, \
+             not_before, next_attempt_at, created_at, last_error) ",
+        );
+        qb.push_values(chunk, |mut b, r| {
+            let not_before = format_instant(r.not_before);
+            b.push_bind(r.key.clone())
+                .push_bind(r.kind.clone())
+                .push_bind(r.channel.clone())
+                .push_bind(r.recipient.clone())
+                .push_bind(r.assignment_id)
+                .push_bind(r.context.clone())
+                .push_bind(if r.suppressed { "cancelled" } else { "pending" }.to_owned())
+                .push_bind(not_before.clone())
+                .push_bind(not_before)
+                .push_bind(now.to_owned())
+                .push_bind(
+                    r.suppressed
+                        .then(|| "folded into a catch-up summary".to_owned()),
+                );
+        });
+        qb.push(" ON CONFLICT (key) DO NOTHING RETURNING id");
+        let ids: Vec<(i64,)> = qb.build_query_as().fetch_all(&mut **tx).await?;
+        queued += ids.len() as u64;
     }
-    tx.insert_outbox(rows, now).await
+    Ok(queued)
 }
-
-/// How each backend's transaction queues outbox rows ([`insert`]): SQLite in `VALUES` lists of
-/// [`CHUNK`] rows; PostgreSQL with its columns as arrays (`UNNEST`), one prepared statement
-/// whatever the count, as for assignments (`store::INSERT_ASSIGNMENTS_UNNEST`).
-pub(super) trait InsertOutbox {
-    async fn insert_outbox(&mut self, rows: &[NewOutbox], now: &str) -> Result<u64, sqlx::Error>;
-}
-
-/// Status and error of a row as queued: a suppressed one is queued already cancelled.
-fn queued_as(row: &NewOutbox) -> (&'static str, Option<&'static str>) {
-    if row.suppressed {
-        ("cancelled", Some("folded into a catch-up summary"))
-    } else {
-        ("pending", None)
-    }
-}
-
-impl InsertOutbox for Transaction<'_, sqlx::Sqlite> {
-    async fn insert_outbox(&mut self, rows: &[NewOutbox], now: &str) -> Result<u64, sqlx::Error> {
-        let mut queued = 0;
-        for chunk in rows.chunks(CHUNK) {
-            let mut qb: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
-                "INSERT INTO outbox (key, kind, channel, recipient, assignment_id, context, \
-                 status, not_before, next_attempt_at, created_at, last_error) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                let not_before = format_instant(r.not_before);
-                let (status, error) = queued_as(r);
-                b.push_bind(r.key.clone())
-                    .push_bind(r.kind.clone())
-                    .push_bind(r.channel.clone())
-                    .push_bind(r.recipient.clone())
-                    .push_bind(r.assignment_id)
-                    .push_bind(r.context.clone())
-                    .push_bind(status)
-                    .push_bind(not_before.clone())
-                    .push_bind(not_before)
-                    .push_bind(now.to_owned())
-                    .push_bind(error);
-            });
-            qb.push(" ON CONFLICT (key) DO NOTHING");
-            queued += qb.build().execute(&mut **self).await?.rows_affected();
-        }
-        Ok(queued)
-    }
-}
-
-impl InsertOutbox for Transaction<'_, sqlx::Postgres> {
-    async fn insert_outbox(&mut self, rows: &[NewOutbox], now: &str) -> Result<u64, sqlx::Error> {
-        let mut queued = 0;
-        for chunk in rows.chunks(UNNEST_CHUNK) {
-            let text = |f: fn(&NewOutbox) -> String| chunk.iter().map(f).collect::<Vec<_>>();
-            queued += sqlx::query(
-                "INSERT INTO outbox (key, kind, channel, recipient, assignment_id, context, \
-                 status, not_before, next_attempt_at, created_at, last_error) \
-                 SELECT key, kind, channel, recipient, assignment_id, context, status, \
-                 not_before, not_before, $9, last_error \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
-                   $6::text[], $7::text[], $8::text[], $10::text[]) WITH ORDINALITY \
-                   AS t(key, kind, channel, recipient, assignment_id, context, status, \
-                   not_before, last_error, position) \
-                 ORDER BY position \
-                 ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(text(|r| r.key.clone()))
-            .bind(text(|r| r.kind.clone()))
-            .bind(text(|r| r.channel.clone()))
-            .bind(text(|r| r.recipient.clone()))
-            .bind(chunk.iter().map(|r| r.assignment_id).collect::<Vec<_>>())
-            .bind(text(|r| r.context.clone()))
-            .bind(text(|r| queued_as(r).0.to_owned()))
-            .bind(text(|r| format_instant(r.not_before)))
-            .bind(now)
-            .bind(
-                chunk
-                    .iter()
-                    .map(|r| queued_as(r).1)
-                    .collect::<Vec<Option<&str>>>(),
-            )
-            .execute(&mut **self)
-            .await?
-            .rows_affected();
-        }
-        Ok(queued)
-    }
-}
-
-/// Rows per statement of PostgreSQL's outbox insert: arrays have no parameter limit, so this
-/// only bounds one statement's memory (contexts are a kilobyte or two each).
-const UNNEST_CHUNK: usize = 5_000;
 
 /// Cancels the unsent notifications about an assignment inside `tx` (it was completed,
 /// cancelled or reassigned).
