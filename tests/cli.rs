@@ -137,6 +137,14 @@ fn check_names_a_sent_journal_that_cannot_be_written() {
         "a writable journal passes: {}",
         stderr(&out)
     );
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!(
+            "sent journal: {}",
+            s.dir.path().join("state/qaloop.sent").display()
+        )),
+        "{said}"
+    );
 
     // A folder in which no file can be created, not even by root (tests may run as root,
     // for whom file permissions do not bind).

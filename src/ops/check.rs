@@ -56,6 +56,13 @@ pub async fn environment(settings: &Settings) -> Findings {
             ),
         ));
     }
+    f.notes
+        .push(match crate::notify::journal::configured(settings) {
+            Some(journal) => format!("sent journal: {}", journal.display()),
+            None => "sent journal: none; each delivery is recorded in the database at once \
+                 (notify.sent_journal)"
+                .to_owned(),
+        });
     if let Some(journal) = &settings.notify.sent_journal
         && let Err(why) = journal_writable(journal)
     {
@@ -218,8 +225,15 @@ fn writable_or_creatable(dir: &Path) -> Result<(), String> {
     if dir.exists() {
         return Err("it is not a folder".into());
     }
+    // A relative path's last parent is "" (`outbox` from `--config qaloop.toml`): the
+    // working folder.
     let mut ancestor = dir.parent();
     while let Some(a) = ancestor {
+        let a = if a.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            a
+        };
         if a.exists() && !a.is_dir() {
             return Err(format!("{} is a file, not a folder", a.display()));
         }
@@ -283,4 +297,23 @@ pub fn inputs_without_settings(path: &Path) -> Problems {
         problems.0.extend(p.0);
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_folder_that_does_not_exist_yet_is_creatable_in_the_working_folder() {
+        // What a file channel's `dir = "outbox"` becomes with `--config qaloop.toml`: a bare
+        // relative path whose last parent is "", the working folder (the crate's, in tests).
+        assert_eq!(
+            writable_or_creatable(Path::new("no-such-folder-qaloop-check")),
+            Ok(())
+        );
+        assert_eq!(
+            writable_or_creatable(Path::new("no-such-folder-qaloop-check/inner")),
+            Ok(())
+        );
+    }
 }
