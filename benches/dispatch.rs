@@ -603,9 +603,6 @@ async fn qaloop_path(scenario: &Scenario, db: &Db) -> anyhow::Result<Times> {
         },
         None,
     )
-    // As the daemon builds it: the sent journal beside a SQLite file; on PostgreSQL where
-    // `notify.sent_journal` names it, unless `QALOOP_BENCH_PG_NOTES=database` asks for each
-    // delivery recorded in the database at once (the setting left out).
     .with_journal(journal.clone());
 
     let now = NOW.parse()?;

@@ -313,13 +313,12 @@ impl Settings {
                         file.display()
                     ),
                 ));
-            } else if folder.is_some_and(|f| !f.is_dir()) {
+            } else if let Some(folder) = folder
+                && !folder.is_dir()
+            {
                 problems.push(at(
                     "notify.sent_journal",
-                    format!(
-                        "its folder {} does not exist",
-                        folder.map(|f| f.display().to_string()).unwrap_or_default()
-                    ),
+                    format!("its folder {} does not exist", folder.display()),
                 ));
             }
         }

@@ -221,8 +221,8 @@ fn seed() -> u64 {
 
 /// The bound on resends caused by one kill, per channel whose peer sees a resend: every
 /// delivery is noted in the sent journal (a file on the node's disk, or on PostgreSQL without
-/// one the outbox row itself) before the next message on its channel goes out, so a kill resends at most the message in
-/// flight. The scenarios count mail at one SMTP channel (a file channel's resend rewrites the
+/// one the outbox row itself) before the next message on its channel goes out, so a kill
+/// resends at most the message in flight. The scenarios count mail at one SMTP channel (a file channel's resend rewrites the
 /// same file), so one per kill.
 const RESENT_PER_CRASH: usize = 1;
 

@@ -157,10 +157,7 @@ fn writable(dir: &Path) -> Result<(), String> {
 /// its `-wal` and `-shm` files there).
 pub fn sqlite_unwritable(url: &str) -> Option<String> {
     let (path, _) = crate::config::sqlite_file(url)?;
-    let folder = Path::new(&path)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let folder = folder_of(Path::new(&path));
     let mut problems = file_problems(path);
     if let Err(e) = writable(folder) {
         problems.push(format!(
@@ -211,9 +208,21 @@ fn journal_writable(file: &Path) -> Result<(), String> {
             .map(|_| ())
             .map_err(|e| e.to_string());
     }
-    match file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => writable(dir),
-        None => writable(Path::new(".")),
+    writable(folder_of(file))
+}
+
+/// The folder `path` is in: its parent, or the working folder for a bare relative name (whose
+/// parent is "").
+fn folder_of(path: &Path) -> &Path {
+    or_working_folder(path.parent().unwrap_or(Path::new("")))
+}
+
+/// `path`, or the working folder for "".
+fn or_working_folder(path: &Path) -> &Path {
+    if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
     }
 }
 
@@ -229,11 +238,7 @@ fn writable_or_creatable(dir: &Path) -> Result<(), String> {
     // working folder.
     let mut ancestor = dir.parent();
     while let Some(a) = ancestor {
-        let a = if a.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            a
-        };
+        let a = or_working_folder(a);
         if a.exists() && !a.is_dir() {
             return Err(format!("{} is a file, not a folder", a.display()));
         }

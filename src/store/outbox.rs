@@ -562,9 +562,10 @@ impl Store {
 
 /// One dispatch lane's way of recording each delivery at once, guarded like
 /// [`Store::mark_sent`]: the dispatcher's note on PostgreSQL without a sent journal file, before
-/// the lane's next message goes out (`notify::journal`). One statement per delivery, over a connection the lane holds from
-/// its first note to its end: a pooled statement would also pay for the pool's hand-back, which
-/// pings the server (a second round trip, in a task of its own) every time.
+/// the lane's next message goes out (`notify::journal`). One statement per delivery, over a
+/// connection the lane holds from its first note to its end: a pooled statement would also pay
+/// for the pool's hand-back, which pings the server (a second round trip, in a task of its
+/// own) every time.
 ///
 /// **On the wire, not answered.** [`DeliveryNotes::start`] returns once the note's statement is
 /// written to the connection's socket, without waiting for the server's answer, so that the
