@@ -31,6 +31,10 @@
 //! - `QALOOP_TEST_PG_URL`: the PostgreSQL server (default `postgres://postgres@127.0.0.1:5432/test`);
 //!   when it does not answer, PostgreSQL rows are skipped with a notice.
 
+// The daemon's allocator (src/main.rs), so these figures are its figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[allow(dead_code)]
 #[path = "../tests/support/org.rs"]
 mod org;

@@ -47,6 +47,10 @@
 //!   answer, PostgreSQL is skipped with a notice;
 //! - arguments filter backends by name: `cargo bench --bench notify_year -- sqlite`.
 
+// The daemon's allocator (src/main.rs), so these figures are its figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support/org.rs"]
 mod org;
 

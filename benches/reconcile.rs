@@ -25,6 +25,10 @@
 //! with a notice. Extra arguments filter scenarios by name: `cargo bench --bench reconcile --
 //! council` runs only `council-sqlite` and `council-postgres`.
 
+// The daemon's allocator (src/main.rs), so these figures are its figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support/org.rs"]
 mod org;
 
