@@ -29,6 +29,7 @@ both_backends!(
     a_daily_message_held_by_an_outage_drops_what_was_done_meanwhile,
     each_delivery_is_noted_before_the_next_send,
     each_delivery_is_noted_in_a_configured_sent_journal_before_the_next_send,
+    a_claim_skips_a_row_about_work_completed_before_it_was_queued,
 );
 
 /// What the kill bound on PostgreSQL rests on (`DeliveryNotes`): once
@@ -621,4 +622,83 @@ async fn a_relay_down_over_a_weekend_loses_nothing_with_default_settings(db: Tes
     let received = mail(&smtp);
     let ids: std::collections::HashSet<_> = received.iter().map(|(_, _, id)| id).collect();
     assert_eq!(ids.len(), received.len(), "once each");
+}
+
+/// A decision that read an assignment as open, then queued its notice after the completion had
+/// committed (and cancelled what was queued then), leaves a pending row about finished work.
+/// The claim leaves it behind; a row about no assignment, and one about open work, are claimed.
+async fn a_claim_skips_a_row_about_work_completed_before_it_was_queued(db: TestDb) {
+    let (ctx, _dispatcher) = start(1, &at_nine());
+    let now = at(MORNING);
+    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
+        .await
+        .unwrap();
+    live_since_april(&db).await;
+    reconcile(&db.store, &ctx, now).await.unwrap();
+    let open = db
+        .store
+        .assignments(&qaloop::store::AssignmentFilter {
+            statuses: vec![qaloop::domain::Status::Open],
+            assignees: vec![qaloop::domain::Assignee::Person("TM1".into())],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        open.len() >= 2,
+        "TM1 has work to complete and work left open"
+    );
+    let (done, still_open) = (&open[0], &open[1]);
+    complete(
+        &db.store,
+        &ctx,
+        done.id,
+        &Actor::new("TM1", Via::Link),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    // What reconcile queued is out of the way: only the three rows below are pending.
+    let earlier = db
+        .store
+        .claim(now, now + SignedDuration::from_mins(5), 10_000)
+        .await
+        .unwrap();
+    for row in &earlier {
+        db.store
+            .mark_sent(&[row.id], row.claim.as_deref().unwrap(), now)
+            .await
+            .unwrap();
+    }
+    let row = |key: &str, assignment_id: Option<i64>| qaloop::store::NewOutbox {
+        key: key.to_owned(),
+        kind: "reminder".to_owned(),
+        channel: "email".to_owned(),
+        recipient: "TM1".to_owned(),
+        assignment_id,
+        context: "{}".to_owned(),
+        not_before: now,
+        suppressed: false,
+    };
+    db.store
+        .enqueue(
+            &[
+                row("late:done", Some(done.id)),
+                row("late:open", Some(still_open.id)),
+                row("late:none", None),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+
+    let claimed = db
+        .store
+        .claim(now, now + SignedDuration::from_mins(5), 10)
+        .await
+        .unwrap();
+    let mut keys: Vec<&str> = claimed.iter().map(|r| r.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["late:none", "late:open"]);
 }
