@@ -826,15 +826,15 @@ fn signal(daemon: &Guard, sig: &str) {
     assert!(sent.success());
 }
 
-/// 09:00 London on the last working day before today (the real clock `serve` reads).
+/// 09:00 London on the last working day before today (the real clock `serve` reads), by the
+/// example council's calendar: a weekday bank holiday is no working morning (on 29 December
+/// 2026 the last one is 24 December, not the 28th), and a tick then decides nothing.
 fn last_working_morning() -> Timestamp {
-    let mut d = Timestamp::now().in_tz("Europe/London").unwrap().date();
-    loop {
-        d = d.yesterday().unwrap();
-        if d.weekday().to_monday_one_offset() <= 5 {
-            return local(d, 9, 0);
-        }
-    }
+    let holidays = std::fs::read_to_string(config_dir().join("bank-holidays.json")).unwrap();
+    let calendar =
+        qaloop::calendar::Calendar::from_govuk_json(&holidays, "england-and-wales").unwrap();
+    let today = Timestamp::now().in_tz("Europe/London").unwrap().date();
+    local(calendar.nth_working_day_before(today, 1), 9, 0)
 }
 
 /// The unit's `TimeoutStopSec`, in seconds.
