@@ -24,8 +24,9 @@
 //! - `QALOOP_BENCH_CONNECTIONS`: the qaloop channel's `connections` (unset: the key is left
 //!   out, so the channel's default). The bare loop always sends one at a time.
 //! - `QALOOP_BENCH_CURRENT_THREAD`: set, each measurement (qaloop's and the bare loop's) runs on
-//!   a current-thread runtime, as `serve` runs its passes; unset, on a multi-threaded one, as
-//!   `tick` does.
+//!   a current-thread runtime, as `serve` ran its passes before it was given two worker
+//!   threads; unset, on a multi-threaded one with a worker per core, as `tick` runs (on a
+//!   2-core machine, also `serve`'s two workers).
 //! - `QALOOP_BENCH_PG_NOTES=database`: on PostgreSQL, record each delivery in the database at
 //!   once (no `notify.sent_journal`) instead of noting it in a sent journal file.
 //! - `QALOOP_TEST_PG_URL`: the PostgreSQL server (default `postgres://postgres@127.0.0.1:5432/test`);
@@ -153,7 +154,7 @@ fn main() -> anyhow::Result<()> {
     match std::env::var(SCENARIO_ENV) {
         Ok(json) => {
             let scenario: Scenario = serde_json::from_str(&json).context("reading the scenario")?;
-            // As `serve` runs its passes (a current-thread runtime) when asked; else as `tick`.
+            // One thread when asked (as `serve` once ran); else a worker per core, as `tick`.
             let runtime = if std::env::var_os("QALOOP_BENCH_CURRENT_THREAD").is_some() {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()

@@ -38,7 +38,8 @@
 //! - `QALOOP_BENCH_CONNECTIONS` (default 4): the email channel's `connections`, messages
 //!   sent at once (1: one at a time, the channel's default);
 //! - `QALOOP_BENCH_CURRENT_THREAD=1`: run the passes on a current-thread runtime, as `serve`
-//!   does (default: multi-threaded, as `tick` and the other commands);
+//!   did before it was given two worker threads (default: multi-threaded, a worker per core, as
+//!   `tick` runs; on a 2-core machine that is also `serve`'s two workers);
 //! - `QALOOP_BENCH_PER_DAY=1`: also print each working day's two passes to stderr, each split
 //!   into reconcile, decide and dispatch (with the messages sent);
 //! - `QALOOP_BENCH_PG_NOTES=database`: on PostgreSQL, record each delivery in the database at
