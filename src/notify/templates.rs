@@ -55,7 +55,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Error, Output, State, UndefinedBehavior, Value};
 
 use super::Kind;
 use super::context::{ConcernAlert, Failure, Group, Item, TeamGroup, TemplateContext};
@@ -302,11 +302,43 @@ fn environment() -> Environment<'static> {
             AutoEscape::None
         }
     });
+    env.set_formatter(mail_formatter);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.add_filter("plural", plural);
     env.add_filter("long_date", long_date);
     env
+}
+
+/// Writes a value into a template: in HTML, text with `&`, `<`, `>`, `"` and `'` as entities
+/// and `/` as it is. minijinja's own escaping also writes `/` as `&#x2f;` (not needed in text or
+/// in a quoted attribute), which made every link of a message `http:&#x2f;&#x2f;…`: mail
+/// clients decode it, but to a link scanner or anyone reading the source it looks like a
+/// disguised address. Everything else (plain text, values marked safe, non-strings) is
+/// minijinja's default.
+fn mail_formatter(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
+    match value.as_str() {
+        Some(text) if state.auto_escape() == AutoEscape::Html && !value.is_safe() => {
+            out.write_str(&escape_html(text)).map_err(Error::from)
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    }
+}
+
+/// `text` safe in HTML element content and in quoted attribute values.
+fn escape_html(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#x27;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// `{{ today|long_date }}`: `2027-07-23` as people read it, `Friday 23 July 2027`. The context
@@ -737,6 +769,36 @@ mod tests {
                 "{kind:?} html"
             );
         }
+    }
+
+    #[test]
+    fn html_links_keep_their_slashes_and_text_is_still_escaped() {
+        let templates = built_in();
+        let mut context = sample_context(Kind::Digest);
+        context.recipient_name = Some("Sam <b>\"Jones\"</b> & O'Neil".to_owned());
+        context.items[0].link = "https://qaloop.council.example/a/101?t=x&y=<z>".to_owned();
+
+        let out = templates.render(Kind::Digest, &context).unwrap();
+
+        assert!(
+            out.html
+                .contains("href=\"https://qaloop.council.example/a/101?t=x&amp;y=&lt;z&gt;\""),
+            "{}",
+            out.html
+        );
+        assert!(!out.html.contains("&#x2f;"), "{}", out.html);
+        assert!(!out.html.contains("<b>"), "{}", out.html);
+        assert!(
+            out.html
+                .contains("Dear Sam &lt;b&gt;&quot;Jones&quot;&lt;/b&gt; &amp; O&#x27;Neil,"),
+            "{}",
+            out.html
+        );
+        // Plain text is not escaped.
+        assert!(
+            out.text
+                .contains("https://qaloop.council.example/a/101?t=x&y=<z>")
+        );
     }
 
     #[test]
