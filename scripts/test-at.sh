@@ -23,8 +23,7 @@ args=()
 for t in $tests; do args+=(--test "$t"); done
 # Build with the real clock (cargo compares file times), then run the test binaries it built
 # (under deps/; the `qaloop` binary the tests start is listed too).
-cargo test --locked --no-run "${args[@]}" 2>/dev/null
-bins=$(cargo test --locked --no-run --message-format=json "${args[@]}" 2>/dev/null |
+bins=$(cargo test --locked --no-run --message-format=json "${args[@]}" |
   sed -n 's/.*"executable":"\([^"]*\/deps\/[^"]*\)".*/\1/p')
 
 failed=0

@@ -233,12 +233,7 @@ async fn deliveries_are_noted_before_the_next_send(
     let smtp = SmtpServer::start(Options::default()).await;
     let config = at_nine();
     let (ctx, _) = start(smtp.port(), &config);
-    let now = at(MORNING);
-    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
-        .await
-        .unwrap();
-    live_since_april(&db).await;
-    reconcile(&db.store, &ctx, now).await.unwrap();
+    let now = morning_work(&db, &ctx).await;
     let ChannelSettings::Email(email) = smtp_channel(smtp.port()) else {
         unreachable!()
     };
@@ -391,6 +386,18 @@ fn at_nine() -> NotifyConfig {
     }
 }
 
+/// The small organisation imported, live since April, and [`MORNING`]'s work created (and,
+/// with channels, its notices queued). Returns that moment.
+async fn morning_work(db: &TestDb, ctx: &qaloop::engine::Context) -> Timestamp {
+    let now = at(MORNING);
+    import_staff(&db.store, ctx, &small_org(), "test", ctx.today(now), now)
+        .await
+        .unwrap();
+    live_since_april(db).await;
+    reconcile(&db.store, ctx, now).await.unwrap();
+    now
+}
+
 /// qaloop went live before the work these cases follow (go-live itself announces no work item by
 /// item: see tests/messages.rs).
 async fn live_since_april(db: &TestDb) {
@@ -415,12 +422,7 @@ async fn two_dispatchers_and_a_slow_relay_send_each_message_once(db: TestDb) {
     let first = first.with_lease(lease);
     let (_, second) = start(smtp.port(), &config);
     let second = second.with_lease(lease);
-    let now = at(MORNING);
-    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
-        .await
-        .unwrap();
-    live_since_april(&db).await;
-    reconcile(&db.store, &ctx, now).await.unwrap();
+    let now = morning_work(&db, &ctx).await;
     let queued = db
         .store
         .outbox(Some(OutboxStatus::Pending), 1000)
@@ -471,12 +473,7 @@ async fn two_dispatchers_and_a_slow_relay_send_each_message_once(db: TestDb) {
 async fn a_reminder_cancelled_while_it_is_failing_is_never_sent(db: TestDb) {
     let smtp = SmtpServer::start(Options::default()).await;
     let (ctx, dispatcher) = start(smtp.port(), &at_nine());
-    let now = at(MORNING);
-    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
-        .await
-        .unwrap();
-    live_since_april(&db).await;
-    reconcile(&db.store, &ctx, now).await.unwrap();
+    let now = morning_work(&db, &ctx).await;
     let tm1 = |rows: &[qaloop::store::OutboxRow]| -> Vec<i64> {
         rows.iter()
             .filter(|r| r.recipient == "TM1")
@@ -630,12 +627,7 @@ async fn a_relay_down_over_a_weekend_loses_nothing_with_default_settings(db: Tes
 async fn a_claim_skips_a_row_about_work_completed_before_it_was_queued(db: TestDb) {
     // No channels: reconcile queues nothing, so the three rows below are all that is pending.
     let ctx = support::org::context();
-    let now = at(MORNING);
-    import_staff(&db.store, &ctx, &small_org(), "test", ctx.today(now), now)
-        .await
-        .unwrap();
-    live_since_april(&db).await;
-    reconcile(&db.store, &ctx, now).await.unwrap();
+    let now = morning_work(&db, &ctx).await;
     let open = db
         .store
         .assignments(&qaloop::store::AssignmentFilter {
